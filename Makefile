@@ -1,0 +1,46 @@
+# Two commands set up a fresh machine from nothing:
+#   make demo   -- create .venv, install pot_nb (pinned by constraints.txt), run the main job
+#   make test   -- same environment, then nbdev_test and pytest
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.pot_nb-installed
+DEMO_OUT ?= demo_out
+
+.PHONY: demo test install fmnist export clean-nbs check-export readme help
+
+help:
+	@echo "make demo   - install into $(VENV) and run the main job on the built-in data"
+	@echo "make test   - install into $(VENV), then nbdev_test and pytest tests/"
+
+$(STAMP): settings.ini setup.py constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --progress-bar off -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+fmnist:
+	@bash scripts/ensure_fmnist.sh
+
+demo: install fmnist
+	$(BIN)/pot_demo --out $(DEMO_OUT)
+
+test: install fmnist
+	$(BIN)/nbdev_test --n_workers 2 --timing
+	$(BIN)/python -m pytest tests/ -q -p no:cacheprovider
+
+export: install
+	$(BIN)/nbdev_export
+
+clean-nbs: install
+	$(BIN)/nbdev_clean
+
+# notebooks and pot_nb/ must agree: export, then nothing may differ from git
+check-export: install
+	$(BIN)/nbdev_export && git diff --exit-code -- pot_nb
+
+# README.md from nbs/index.ipynb (nbdev_readme needs Quarto; without it, scripts/readme.py renders the same cells)
+readme: install
+	@if command -v quarto >/dev/null 2>&1; then $(BIN)/nbdev_readme; else $(BIN)/python scripts/readme.py; fi

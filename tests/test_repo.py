@@ -1,0 +1,41 @@
+"The repository is consistent: modules match the notebooks, notebooks are clean, README matches index.ipynb."
+import json, shutil, subprocess, sys
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+def _git(*args):
+    return subprocess.run(['git', *args], cwd=ROOT, capture_output=True, text=True)
+
+@pytest.mark.skipif(shutil.which('git') is None or not (ROOT/'.git').exists(), reason='needs a git checkout')
+def test_export_matches_notebooks():
+    "nbdev_export reproduces pot_nb/ exactly as committed (nobody edited the modules by hand)."
+    before = _git('diff', '--', 'pot_nb').stdout
+    r = subprocess.run([str(BIN/'nbdev_export')], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    after = _git('diff', '--', 'pot_nb').stdout
+    untracked = _git('ls-files', '--others', '--exclude-standard', '--', 'pot_nb').stdout.strip()
+    assert after == before, 'nbdev_export changed pot_nb/: a module was edited by hand or a notebook not exported'
+    assert not untracked, f'nbdev_export wrote files that are not committed: {untracked}'
+
+def test_notebooks_are_clean(tmp_path):
+    "Every notebook is already nbdev_clean'ed (no execution counts or noisy metadata)."
+    nbs = sorted((ROOT/'nbs').glob('*.ipynb'))
+    assert nbs, 'no notebooks found'
+    for nb in nbs:
+        cp = tmp_path/nb.name
+        shutil.copy(nb, cp)
+        r = subprocess.run([str(BIN/'nbdev_clean'), '--fname', str(cp)], cwd=ROOT, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(cp.read_text()) == json.loads(nb.read_text()), f'{nb.name} is not clean: run nbdev_clean'
+
+def test_readme_matches_index():
+    r = subprocess.run([sys.executable, str(ROOT/'scripts'/'readme.py'), '--check'], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+def test_sidebar_lists_every_notebook():
+    side = (ROOT/'nbs'/'sidebar.yml').read_text()
+    for nb in sorted((ROOT/'nbs').glob('*.ipynb')):
+        assert nb.name in side, f'{nb.name} missing from nbs/sidebar.yml (run nbdev_sidebar --force)'
