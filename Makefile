@@ -28,7 +28,8 @@ demo: install fmnist
 	$(BIN)/pot_demo --out $(DEMO_OUT)
 
 test: install fmnist
-	$(BIN)/nbdev_test --n_workers 2 --timing
+	# two notebooks at a time, one thread each: PyTorch threads fighting over 2 cores run many times slower
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing
 	$(BIN)/python -m pytest tests/ -q -p no:cacheprovider
 
 export: install
