@@ -16,7 +16,9 @@ help:
 
 $(STAMP): settings.ini setup.py constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --progress-bar off -c constraints.txt -e ".[dev]"
+	@# (the grep drops pip's notes about local index folders that this machine's pip configuration names)
+	set -o pipefail; $(BIN)/python -m pip install --quiet --progress-bar off -c constraints.txt -e ".[dev]" 2>&1 \
+	  | { grep -v "^WARNING: Location 'file:" || true; }
 	@touch $(STAMP)
 
 install: $(STAMP)
