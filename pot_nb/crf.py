@@ -9,7 +9,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from .core import IGNORE_INDEX, voc_palette
+from .core import IGNORE_INDEX
+from .data import save_mask
 from .evaluate import cams_to_mask, load_cam, _as_dataset, _split_names, _missing
 
 # %% auto #0
@@ -111,16 +112,10 @@ def cams_to_crf_labels(img:np.ndarray, # (H, W, 3) uint8 RGB image
 def save_mask_png(path:str|Path, # the .png to write
                   mask:np.ndarray # (H, W) class values 0..255
                  )->Path:
-    "Write a class mask as a VOC-palette PNG, atomically (temporary file in the same folder + `os.replace`)."
-    path, mask = Path(path), np.asarray(mask)
-    if mask.ndim != 2: raise ValueError(f'{path}: mask must be (H, W), got {mask.shape}')
-    if mask.size and (mask.min() < 0 or mask.max() > 255): raise ValueError(f'{path}: mask values must lie in 0..255')
-    im = Image.fromarray(mask.astype(np.uint8), mode='P')
-    im.putpalette(voc_palette(256).ravel().tolist())
+    "Write a pseudo-label PNG with `pot_nb.data.save_mask` (VOC palette, atomic) and drop temp files of killed runs."
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    im.save(tmp, format='PNG')
-    os.replace(tmp, path)
+    save_mask(path, mask)
     for stale in path.parent.glob(f'.{path.name}.*.tmp'): stale.unlink(missing_ok=True)  # left by interrupted runs
     return path
 

@@ -111,14 +111,16 @@ def load_mask(path:str|Path, # a mask PNG (palette, greyscale, or RGB in VOC col
 def save_mask(path:str|Path, # where to write the PNG
               mask:np.ndarray # (H, W) integer class indices in 0..255
              )->Path:
-    "Write a class-index mask as a VOC palette PNG."
-    mask = np.asarray(mask)
-    if mask.ndim != 2 or mask.min() < 0 or mask.max() > 255:
+    "Write a class-index mask as a VOC palette PNG, atomically (temporary file in the same folder, then rename)."
+    path, mask = Path(path), np.asarray(mask)
+    if mask.ndim != 2 or (mask.size and (mask.min() < 0 or mask.max() > 255)):
         raise DataError(f'{path}: a mask must be (H, W) with values in 0..255, got shape {mask.shape}')
     im = Image.fromarray(mask.astype(np.uint8))
     im.putpalette(voc_palette().ravel().tolist())
-    im.save(path)
-    return Path(path)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    im.save(tmp, format='PNG')
+    os.replace(tmp, path)
+    return path
 
 # %% ../nbs/01_data.ipynb #2cfaf022
 def irn_encode(name:str # an image name, e.g. '2007_000032'
