@@ -34,6 +34,7 @@ class POTLoss:
     def __init__(self, method:str='pot', # 'pot' | 'sipe' | 'cam'
                  **kw): # passed to `pot_loss` (lam, n_clusters, scope, marginals, loss, eps, tau, ...)
         self.method, self.kw, self.last = method, kw, {}
+        self.proto, self.proto_for = None, None  # the last `ProtoOutput` and the CAM tensor it was computed from
     def __call__(self, pred, label, extra=None):
         score, cam, feat = pred
         valid = extra if (extra is not None and extra.dtype == torch.bool) else None
@@ -41,16 +42,18 @@ class POTLoss:
         with torch.autocast(device_type=cam.device.type, enabled=False):
             out = pot_loss(score.float(), cam.float(), feat.float(), label.float(), method=self.method, valid=valid, **self.kw)
         self.last = {k: float(v.detach()) for k, v in out.items() if k in ('cls', 'con') and torch.is_tensor(v)}
+        self.proto, self.proto_for = out.get('proto'), cam   # lets `CAMmIoU` reuse it instead of recomputing
         return out['loss']
     def __repr__(self): return f'POTLoss(method={self.method!r}, {self.kw})'
 
 # %% ../nbs/09_train.ipynb #d5f0d125
-def cams_for_eval(pred, label, kind:str='cls', bg:float|None=None, **proto_kw)->torch.Tensor:
+def cams_for_eval(pred, label, kind:str='cls', bg:float|None=None, proto=None, **proto_kw)->torch.Tensor:
     "(B, C+1, h, w) normalised CAMs with background from a model's `(score, cam, feat)` output and the labels."
     score, cam, feat = pred
     if kind == 'cls': return add_background(mask_by_labels(max_norm(cam.float()), label), bg)
     if kind == 'proto':
-        c = prototype_cams(feat.float(), cam.float(), label, **proto_kw).cams
+        if proto is None: proto = prototype_cams(feat.float(), cam.float(), label, **proto_kw)
+        c = proto.cams
         return c if bg is None else torch.cat([torch.full_like(c[:, :1], float(bg)), c[:, 1:]], 1)
     raise ValueError(f"kind must be 'cls' or 'proto', got {kind!r}")
 
@@ -60,15 +63,18 @@ class CAMmIoU(Metric):
     def __init__(self, n_classes:int, # foreground classes C
                  kind:str='cls', # 'cls' classifier CAM | 'proto' prototype CAM
                  bg:float|None=None, # None: background 1 − max; a number: background threshold
-                 **proto_kw): # options of `prototype_cams` for kind='proto'
-        self.n, self.kind, self.bg, self.proto_kw = n_classes + 1, kind, bg, proto_kw
+                 reuse_loss:bool=True, # kind='proto': take the prototype CAMs `POTLoss` computed for the batch
+                 **proto_kw): # options of `prototype_cams` for kind='proto' (when there is nothing to reuse)
+        self.n, self.kind, self.bg, self.proto_kw, self.reuse_loss = n_classes + 1, kind, bg, proto_kw, reuse_loss
         self.reset()
     def reset(self): self.conf = np.zeros((self.n, self.n), np.int64)
     def accumulate(self, learn):
         label, mask = learn.yb[0], learn.yb[1]
         if mask.dtype == torch.bool: return  # a training batch carries the crop's valid mask, not ground truth
+        lf = learn.loss_func   # the validation loss already computed this batch's prototype CAMs: reuse them
+        proto = lf.proto if (self.reuse_loss and getattr(lf, 'proto_for', None) is learn.pred[1]) else None
         with torch.no_grad():
-            c = cams_for_eval(learn.pred, label, self.kind, self.bg, **self.proto_kw)
+            c = cams_for_eval(learn.pred, label, self.kind, self.bg, proto=proto, **self.proto_kw)
             c = F.interpolate(c, size=mask.shape[-2:], mode='bilinear', align_corners=False)
         self.conf += confusion_matrix(c.argmax(1).cpu().numpy(), mask.cpu().numpy(), self.n)
     @property

@@ -73,3 +73,20 @@ def test_killed_then_resumed_make_cams_gives_same_files(run):
         a, b = load_cam(f), load_cam(out/f.name)
         np.testing.assert_array_equal(a['keys'], b['keys'])
         np.testing.assert_allclose(a['high_res'], b['high_res'], atol=1e-6)
+
+def test_proto_metric_reuses_the_validation_loss(run):
+    "CAMmIoU(kind='proto') takes the prototype CAMs POTLoss computed for the batch; same result as recomputing."
+    from types import SimpleNamespace
+    from pot_nb.train import CAMmIoU
+    tmp, root, learn = run
+    xb, yb, mb = learn.dls.valid.one_batch()
+    learn.model.eval()
+    with torch.no_grad():
+        pred = learn.model(xb)
+        learn.loss_func(pred, yb, mb)
+    assert learn.loss_func.proto_for is pred[1] and learn.loss_func.proto is not None
+    fake = SimpleNamespace(pred=pred, yb=(yb, mb), loss_func=learn.loss_func)
+    reused, recomputed = CAMmIoU(3, 'proto', n_clusters=2), CAMmIoU(3, 'proto', reuse_loss=False, n_clusters=2)
+    reused.accumulate(fake); recomputed.accumulate(fake)
+    assert reused.conf.sum() > 0
+    np.testing.assert_array_equal(reused.conf, recomputed.conf)
