@@ -1,4 +1,4 @@
-"pytest set-up: hypothesis runs derandomized under CI (same examples every run), randomized locally."
+"pytest set-up: hypothesis runs derandomized under CI (same examples every run), randomized locally; shared helpers."
 import os
 from hypothesis import settings, HealthCheck
 
@@ -8,3 +8,18 @@ settings.load_profile('ci' if os.environ.get('CI') else 'dev')
 
 def pytest_configure(config):
     config.addinivalue_line('markers', 'slow: longer tests (still run by make test)')
+
+
+def write_cams_from_masks(ds, cam_dir, blur:float=0):
+    "CAM files made from a dataset's own ground-truth masks (optionally Gaussian-blurred), one per image."
+    import numpy as np
+    from scipy import ndimage
+    from pot_nb.evaluate import save_cam
+    for name in ds.names:
+        m = ds.read_mask(name)
+        keys = np.unique(m[(m > 0) & (m < 255)]).astype(np.int64) - 1
+        maps = np.stack([(m == k + 1).astype(np.float32) for k in keys]).reshape(len(keys), *m.shape)
+        if blur:
+            maps = np.stack([ndimage.gaussian_filter(x, blur) for x in maps]).reshape(maps.shape)
+            maps = maps / np.maximum(maps.max((1, 2), keepdims=True), 1e-5)
+        save_cam(cam_dir/f'{name}.npy', keys, maps)

@@ -2,6 +2,7 @@
 import os
 import numpy as np
 import pytest
+from conftest import write_cams_from_masks
 from PIL import Image
 from scipy import ndimage
 from pot_nb.core import voc_palette
@@ -166,11 +167,7 @@ def test_with_a_dataset_folder(tmp_path):
     data = pytest.importorskip('pot_nb.data')
     root = data.make_toy_voc(tmp_path/'toy', n=4, size=48)
     ds = data.load_dataset(root, split='train')
-    for name in ds.names:
-        m = ds.read_mask(name)
-        keys = np.unique(m[(m > 0) & (m < 255)]).astype(np.int64) - 1
-        maps = np.stack([ndimage.gaussian_filter((m == k + 1).astype(np.float32), 2) for k in keys]).reshape(len(keys), *m.shape)
-        save_cam(tmp_path/'cams'/f'{name}.npy', keys, maps / np.maximum(maps.max((1, 2), keepdims=True), 1e-5))
+    write_cams_from_masks(ds, tmp_path/'cams', blur=2)
     out = make_pseudo_labels(tmp_path/'cams', root, split='train', out_dir=tmp_path/'pl')
     r = evaluate_masks(out, root, split='train')
     assert r['miou'] > 0.6 and r['n_images'] == len(ds.names)

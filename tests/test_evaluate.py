@@ -1,6 +1,7 @@
 "Evaluation protocol: confusion matrices against scikit-learn, mIoU rules, the one-pass threshold sweep, CAM files."
 import numpy as np
 import pytest
+from conftest import write_cams_from_masks
 import torch
 from hypothesis import given, settings, strategies as st
 from PIL import Image
@@ -190,10 +191,7 @@ def test_end_to_end_with_a_dataset_folder(tmp_path):
     data = pytest.importorskip('pot_nb.data')
     root = data.make_toy_voc(tmp_path/'toy', n=6, size=48)
     ds = data.load_dataset(root, split='train')
-    for name in ds.names:
-        m = ds.read_mask(name)
-        keys = np.unique(m[(m > 0) & (m < 255)]).astype(np.int64) - 1
-        save_cam(tmp_path/'cams'/f'{name}.npy', keys, np.stack([(m == k + 1).astype(np.float32) for k in keys]).reshape(len(keys), *m.shape))
+    write_cams_from_masks(ds, tmp_path/'cams')
     r = evaluate_cams(tmp_path/'cams', root, split='train')
     assert r['miou'] == pytest.approx(1.0)
     assert list(r['iou']) == ['background', *ds.classes]
