@@ -14,16 +14,12 @@ from .core import get_device, max_norm
 from .data import load_dataset, normalize
 from .prototypes import prototype_cams
 from .evaluate import save_cam
+from .train import unwrap_model
 
 # %% auto #0
 __all__ = ['image_cams', 'parse_shard', 'make_cams']
 
 # %% ../nbs/10_cams.ipynb #6225acdf
-def _unwrap_model(learn_or_model):
-    "The `nn.Module` inside a fastai `Learner`, a DDP wrapper, or the module itself."
-    m = getattr(learn_or_model, 'model', learn_or_model)
-    return getattr(m, 'module', m)
-
 @torch.no_grad()
 def image_cams(model, # a `POTNet` (`forward(x) -> (score, cam, feat)`), in eval mode
                img:np.ndarray, # (H, W, 3) uint8 RGB image
@@ -94,7 +90,7 @@ def make_cams(learn_or_model, # a fastai `Learner` from `fit_pot`, or a `POTNet`
               **proto_kw # options of `prototype_cams`; default: those the model was trained with
              )->Path: # the output folder
     "Write multi-scale × flip CAMs of a split, one `.npy` per image, atomically, skipping images already done."
-    model = _unwrap_model(learn_or_model)
+    model = unwrap_model(learn_or_model)
     cfg = dict(getattr(learn_or_model, 'pot_config', None) or getattr(model, 'pot_config', None) or {})
     method = cfg.get('method', 'pot')
     if kind == 'auto': kind = 'cls' if method == 'cam' else 'proto'

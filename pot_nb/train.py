@@ -25,8 +25,8 @@ from .prototypes import prototype_cams
 from .evaluate import confusion_matrix, miou_from_confusion
 
 # %% auto #0
-__all__ = ['POTLoss', 'cams_for_eval', 'CAMmIoU', 'ResumeCheckpoint', 'save_checkpoint', 'load_checkpoint', 'arch_norm',
-           'fit_pot', 'load_pot_model']
+__all__ = ['POTLoss', 'cams_for_eval', 'CAMmIoU', 'unwrap_model', 'ResumeCheckpoint', 'save_checkpoint', 'load_checkpoint',
+           'arch_norm', 'fit_pot', 'load_pot_model']
 
 # %% ../nbs/09_train.ipynb #9a121ff1
 class POTLoss:
@@ -97,7 +97,10 @@ def _set_rng_state(st:dict, dls=None):
     if dls is not None and 'dl' in st and hasattr(dls.train, 'rng'): dls.train.rng.setstate(st['dl'])
 
 # %% ../nbs/09_train.ipynb #71df6b47
-def _unwrap(model): return getattr(model, 'module', model)
+def unwrap_model(learn_or_model):
+    "The `nn.Module` inside a fastai `Learner`, a DDP wrapper, or the module itself."
+    m = getattr(learn_or_model, 'model', learn_or_model)
+    return getattr(m, 'module', m)
 
 class ResumeCheckpoint(Callback):
     "Save model, optimizer, epoch and RNG states atomically after every epoch, for `fit_pot(resume=True)`."
@@ -117,7 +120,7 @@ def _rank()->int:
 def save_checkpoint(learn:Learner, path:str|Path, epoch:int, meta:dict|None=None)->Path:
     "Write model + optimizer + epoch + RNG states to `path` atomically (temporary file, then rename)."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    state = {'model': _unwrap(learn.model).state_dict(),
+    state = {'model': unwrap_model(learn).state_dict(),
              'opt': learn.opt.state_dict() if learn.opt is not None else None,
              'epoch': epoch, 'rng': _rng_state(learn.dls), 'meta': meta or {}}
     tmp = path.with_name(path.name + f'.tmp{os.getpid()}')
@@ -131,7 +134,7 @@ def load_checkpoint(learn:Learner, path:str|Path, with_opt:bool=True, with_rng:b
     if not path.exists(): raise FileNotFoundError(f'no checkpoint at {path}')
     # our own file: it holds RNG states (NumPy arrays), so it is not a weights-only pickle
     state = torch.load(path, map_location='cpu', weights_only=False)
-    model = _unwrap(learn.model)
+    model = unwrap_model(learn)
     want, got = model.state_dict(), state['model']
     bad = [k for k in want if k in got and got[k].shape != want[k].shape]
     if bad:
