@@ -1,0 +1,54 @@
+"Every public function and class has an API reference (a `show_doc` cell in its notebook) and a docstring."
+import importlib, inspect, json, re, shutil, subprocess, sys
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT/'scripts'))
+from add_show_docs import add_show_docs, documented  # noqa: E402
+
+def _modules():
+    "(notebook, module name) of every notebook with a `#| default_exp`."
+    out = []
+    for nb in sorted((ROOT/'nbs').glob('*.ipynb')):
+        cells = json.loads(nb.read_text())['cells']
+        for c in cells:
+            m = re.search(r'^#\|\s*default_exp\s+(\S+)', ''.join(c['source']), re.M)
+            if m: out.append((nb, m.group(1))); break
+    return out
+
+MODULES = _modules()
+
+def _public(mod):
+    "Functions and classes listed in the module's `__all__` (constants are documented in prose, not by show_doc)."
+    return {n: getattr(mod, n) for n in getattr(mod, '__all__', []) if inspect.isfunction(getattr(mod, n)) or inspect.isclass(getattr(mod, n))}
+
+def test_modules_found():
+    assert len(MODULES) >= 10, MODULES
+
+@pytest.mark.parametrize('nb,modname', MODULES, ids=[m for _, m in MODULES])
+def test_show_doc_and_docstring(nb, modname):
+    mod = importlib.import_module(f'pot_nb.{modname}')
+    have = documented(json.loads(nb.read_text()))
+    public = _public(mod)
+    assert public, f'pot_nb.{modname} exports no function or class'
+    no_show = sorted(n for n in public if n not in have)
+    assert not no_show, f'{nb.name}: no show_doc cell for {no_show} (run `python scripts/add_show_docs.py {nb.relative_to(ROOT)}`)'
+    no_doc = sorted(n for n, o in public.items() if not (inspect.getdoc(o) or '').strip())
+    assert not no_doc, f'pot_nb.{modname}: no docstring for {no_doc}'
+
+def test_add_show_docs_is_idempotent(tmp_path):
+    "The script adds one cell per exported definition lacking one, after its cell, and nothing on a second run."
+    cell = lambda src: dict(cell_type='code', execution_count=None, id=str(abs(hash(src)))[:8], metadata={}, outputs=[], source=src)
+    nb = dict(cells=[cell('#| default_exp m'), cell('#| export\ndef f(x): "doc"\nclass A: pass\ndef _g(): pass'),
+                     cell('f(1)'), cell('#| export\ndef h(): pass'), cell('show_doc(h)'), cell('def local(): pass')],
+              metadata={}, nbformat=4, nbformat_minor=5)
+    p = tmp_path/'x.ipynb'
+    p.write_text(json.dumps(nb))
+    assert add_show_docs(p) == ['f', 'A']
+    srcs = [''.join(c['source']) for c in json.loads(p.read_text())['cells']]
+    assert srcs[1] == '#| hide\nfrom nbdev.showdoc import *'
+    assert srcs[3:5] == ['show_doc(f)', 'show_doc(A)'] and srcs[5] == 'f(1)'
+    before = p.read_text()
+    assert add_show_docs(p) == [] and p.read_text() == before
+    assert add_show_docs(p, check=True) == []
