@@ -281,6 +281,7 @@ def fit_pot(source, # a VOC-layout folder (path) or fastai `DataLoaders` from `w
             clip:float|None=None, # gradient-norm clipping
             pretrained:bool=True, num_workers:int=0,
             n_valid:int|None=64, # validation images for the CAM-mIoU metric (None: all)
+            train_split:str='train', valid_split:str='val', # e.g. 'train_aug' (VOC + SBD, 10,582 images)
             metrics:str|tuple='auto', # 'auto': classifier CAM mIoU (+ prototype CAM mIoU for pot/sipe); () for none
             device=None, seed:int=0, fp16:bool|None=None, # fp16 None: on for CUDA
             deterministic:bool=False, # deterministic GPU kernels (`seed_everything(seed, deterministic=True)`); slower
@@ -299,8 +300,8 @@ def fit_pot(source, # a VOC-layout folder (path) or fastai `DataLoaders` from `w
     device = get_device(device)
     if device.type == 'cuda': torch.cuda.set_device(device)
     if isinstance(source, DataLoaders): dls = source
-    else: dls = wsss_dls(source, bs=bs, size=size, norm=arch_norm(arch), num_workers=num_workers,
-                         n_valid=n_valid, seed=seed, device=device)
+    else: dls = wsss_dls(source, bs=bs, size=size, norm=arch_norm(arch), num_workers=num_workers, n_valid=n_valid,
+                         seed=seed, device=device, train_split=train_split, valid_split=valid_split)
     n_classes = dls.n_classes
     model = POTNet(n_classes, arch=arch, pretrained=pretrained, **model_kw)
     pot_kw = dict(lam=lam, n_clusters=n_clusters, scope=scope, marginals=marginals, loss=loss, eps=eps, tau=tau)
