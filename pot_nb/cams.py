@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_cams.ipynb #5a42e974
 from __future__ import annotations
-import os, time, warnings
+import os, io, time, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -13,7 +13,7 @@ from fastprogress.fastprogress import progress_bar
 from .core import get_device, max_norm
 from .data import load_dataset, normalize
 from .prototypes import prototype_cams
-from .evaluate import save_cam
+from .evaluate import save_cam, load_cam
 from .train import unwrap_model
 
 # %% auto #0
@@ -73,6 +73,32 @@ def parse_shard(shard)->tuple[int, int]:
     if not (n >= 1 and 0 <= i < n): raise ValueError(f'shard {i}/{n} is out of range: need 0 <= i < n')
     return int(i), int(n)
 
+# %% ../nbs/10_cams.ipynb #4501bcce
+def _done(path:Path, label:np.ndarray)->bool:
+    "Whether `path` is a whole CAM file for an image with `label`; a corrupt, partial or stale one is redone (with a warning)."
+    if not path.is_file(): return False
+    try: d = load_cam(path)
+    except (ValueError, OSError) as e:
+        warnings.warn(f'{path}: unreadable CAM file, computing it again ({str(e)[:200]})'); return False
+    if not np.array_equal(d['keys'], np.nonzero(np.asarray(label) > 0)[0]):
+        warnings.warn(f'{path}: CAM file holds classes {d["keys"].tolist()}, the image label has '
+                      f'{np.nonzero(np.asarray(label) > 0)[0].tolist()}; computing it again'); return False
+    return True
+
+def _check_classes(model, cfg:dict, ds):
+    "The model must score the dataset's classes: same number, and the same names when the checkpoint lists them."
+    n_model = getattr(model, 'n_classes', None)
+    n_data = getattr(ds, 'n_classes', None)
+    theirs, ours = cfg.get('classes'), getattr(ds, 'classes', None)
+    where = getattr(ds, 'root', 'the dataset')
+    if n_model is not None and n_data is not None and n_model != n_data:
+        raise ValueError(f'the model scores {n_model} classes{" (" + ", ".join(list(theirs)[:4]) + ", ...)" if theirs else ""}, '
+                         f'{where} has {n_data}: a checkpoint trained on another dataset?')
+    if theirs and ours and list(theirs) != list(ours):
+        i = next(i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b)
+        raise ValueError(f'the model was trained on other classes than {where}: class {i} is {theirs[i]!r} in the checkpoint '
+                         f'and {ours[i]!r} in the dataset')
+
 # %% ../nbs/10_cams.ipynb #b4722e5e
 def make_cams(learn_or_model, # a fastai `Learner` from `fit_pot`, or a `POTNet`
               source, # a dataset folder (VOC layout) or a `SegDataset`
@@ -101,11 +127,12 @@ def make_cams(learn_or_model, # a fastai `Learner` from `fit_pot`, or a `POTNet`
     kw.pop('scope', None)  # one image at a time: 'image' and 'batch' scopes coincide
     kw.update(proto_kw)
     ds = load_dataset(source, split) if isinstance(source, (str, Path)) else source
+    _check_classes(model, cfg, ds)
     out_dir = Path(out_dir) if out_dir is not None else Path(getattr(ds, 'root', '.'))/f'cams_{split}'
     out_dir.mkdir(parents=True, exist_ok=True)
     i0, n = parse_shard(shard)
     idx = list(range(len(ds)))[:n_images][i0::n]
-    todo = [i for i in idx if overwrite or not (out_dir/f'{ds.names[i]}.npy').exists()]
+    todo = [i for i in idx if overwrite or not _done(out_dir/f'{ds.names[i]}.npy', ds.label(i) if hasattr(ds, 'label') else ds[i]['label'])]
     was_training = model.training
     model.eval()
     if device is not None: model.to(device)
@@ -120,6 +147,7 @@ def make_cams(learn_or_model, # a fastai `Learner` from `fit_pot`, or a `POTNet`
                 extra['cls'] = r['cls'].astype(np.float16)
                 if r['proto'] is not None: extra['proto'] = r['proto'].astype(np.float16)
             save_cam(out_dir/f'{item["name"]}.npy', r['keys'], hr, **extra)
+            for stale in out_dir.glob(f'.{item["name"]}.npy.*.tmp'): stale.unlink(missing_ok=True)  # of killed runs
     finally:
         model.train(was_training)
     return out_dir

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_crf.ipynb #d74a224e
 from __future__ import annotations
-import os
+import os, warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 import numpy as np
@@ -131,6 +131,15 @@ def _pseudo_many(names, cam_dir, ds, out_dir, kw):
     return [_pseudo_one(n, cam_dir, ds, out_dir, kw) for n in names]
 
 # %% ../nbs/11_crf.ipynb #9b259b40
+def _png_done(path:Path)->bool:
+    "Whether a pseudo-label PNG exists and decodes; a truncated one (copied in part) is written again, with a warning."
+    if not path.is_file(): return False
+    try:
+        with Image.open(path) as im: im.load()
+        return True
+    except Exception as e:
+        warnings.warn(f'{path}: unreadable pseudo-label PNG, writing it again ({type(e).__name__}: {e})'); return False
+
 def make_pseudo_labels(cam_dir:str|Path, # folder of `{name}.npy` CAM files
                        source, # dataset (with .names/.read_image) or a dataset folder
                        split:str='train', # split, when `source` is a folder
@@ -151,7 +160,7 @@ def make_pseudo_labels(cam_dir:str|Path, # folder of `{name}.npy` CAM files
     names = _split_names(ds, names, n_images)
     _missing(cam_dir, names, '.npy')
     out_dir.mkdir(parents=True, exist_ok=True)
-    todo = [n for n in names if not (out_dir/f'{n}.png').is_file()]
+    todo = [n for n in names if not _png_done(out_dir/f'{n}.png')]
     kw = dict(crf=crf, bg=bg, conf_fg=conf_fg, conf_bg=conf_bg, **crf_kw)
     if n_jobs <= 1 or len(todo) <= 1:
         for n in todo: _pseudo_one(n, cam_dir, ds, out_dir, kw)

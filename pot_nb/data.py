@@ -66,11 +66,27 @@ def find_split_file(root:str|Path, # dataset folder
     raise DataError(f'{cands[0]}: split file for split {split!r} not found (also looked for {others})')
 
 # %% ../nbs/01_data.ipynb #eadaed1e
+def _to_rgb8(im:Image.Image, path)->np.ndarray:
+    "(H, W, 3) uint8 of any PIL mode: 16-bit and 32-bit integer images are scaled by 1/257, float images in [0, 1] by 255."
+    if im.mode.startswith('I;16') or im.mode == 'I' or im.mode == 'F':
+        a = np.asarray(im).astype(np.float64)
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0., 0.)
+        if not np.isfinite(a).all(): raise DataError(f'{path}: {im.mode} image holds NaN or infinite values')
+        if im.mode == 'F' and lo >= 0 and hi <= 1: a = a * 255
+        elif im.mode != 'F' and lo >= 0 and hi <= 65535: a = a / 257         # 16-bit range -> 8 bits (65535 -> 255)
+        elif not (lo >= 0 and hi <= 255):
+            raise DataError(f'{path}: {im.mode} image values {lo:g}..{hi:g} fit neither 0..255, 0..65535 nor 0..1')
+        return np.repeat(np.round(a).astype(np.uint8)[..., None], 3, -1)
+    return np.asarray(im.convert('RGB')).copy()                       # L, LA, P, PA, RGBA, CMYK, YCbCr, 1, ...
+
 def load_image(path:str|Path # an image file (.jpg, .png, ...)
               )->np.ndarray: # (H, W, 3) uint8 RGB
-    "Read an image as an RGB array; a missing or corrupt file raises `DataError` naming it."
+    "Read an image as an RGB array (greyscale, palette, RGBA and 16-bit images too); a missing or corrupt file raises `DataError` naming it."
     try:
-        with Image.open(path) as im: return np.asarray(im.convert('RGB')).copy()
+        with Image.open(path) as im:
+            im.load()
+            return _to_rgb8(im, path)
+    except DataError: raise
     except FileNotFoundError: raise DataError(f'{path}: image file not found') from None
     except Exception as e: raise DataError(f'{path}: cannot read image ({type(e).__name__}: {e})') from e
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_train.ipynb #50b243de
 from __future__ import annotations
-import os, time, warnings
+import os, time, warnings, contextlib
 from pathlib import Path
 import numpy as np
 import matplotlib.pyplot as plt
@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 from fastai.learner import Learner, Metric
 from fastai.optimizer import SGD, Adam
-from fastai.callback.core import Callback
+from fastai.callback.core import Callback, CancelBatchException, CancelStepException
+from fastai.callback.fp16 import MixedPrecision
+from fastai.callback.progress import ProgressCallback
 from fastai.callback.schedule import ParamScheduler, SchedPoly
 from fastai.callback.training import GradientClip
 from fastai.callback.tracker import SaveModelCallback
@@ -25,8 +27,8 @@ from .prototypes import prototype_cams
 from .evaluate import confusion_matrix, miou_from_confusion
 
 # %% auto #0
-__all__ = ['POTLoss', 'cams_for_eval', 'CAMmIoU', 'unwrap_model', 'ResumeCheckpoint', 'save_checkpoint', 'load_checkpoint',
-           'arch_norm', 'fit_pot', 'load_pot_model']
+__all__ = ['POTLoss', 'NonFiniteGuard', 'cams_for_eval', 'CAMmIoU', 'unwrap_model', 'ResumeCheckpoint', 'save_checkpoint',
+           'load_checkpoint', 'distributed_ctx', 'arch_norm', 'fit_pot', 'load_pot_model']
 
 # %% ../nbs/09_train.ipynb #9a121ff1
 class POTLoss:
@@ -45,6 +47,46 @@ class POTLoss:
         self.proto, self.proto_for = out.get('proto'), cam   # lets `CAMmIoU` reuse it instead of recomputing
         return out['loss']
     def __repr__(self): return f'POTLoss(method={self.method!r}, {self.kw})'
+
+# %% ../nbs/09_train.ipynb #30b105ca
+def _rank()->int:
+    return torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
+
+def _world()->int:
+    return torch.distributed.get_world_size() if torch.distributed.is_available() and torch.distributed.is_initialized() else 1
+
+class NonFiniteGuard(Callback):
+    "Skip (and count) training steps whose loss or gradients are NaN or infinite; stop after too many in a row."
+    order = 9  # before MixedPrecision (10) and GradientClip: the step must not happen
+    def __init__(self, max_consecutive:int|None=20): # stop the run after this many non-finite steps in a row (None: never)
+        self.max_consecutive = max_consecutive
+    def before_fit(self):
+        self.learn.n_skipped, self.learn.skipped_steps, self.run_len = 0, [], 0
+        self.fp16 = any(isinstance(cb, MixedPrecision) for cb in self.learn.cbs)
+    def _skip(self, what:str, exc):
+        self.learn.n_skipped += 1; self.run_len += 1
+        self.learn.skipped_steps.append((self.epoch, self.iter, what))
+        if what == 'loss': self.learn.yb = ()   # the recorder and the metrics leave this batch out (no NaN in the table)
+        if self.max_consecutive is not None and self.run_len >= self.max_consecutive:
+            raise RuntimeError(f'training stopped: {self.run_len} consecutive steps had a non-finite {what} (epoch '
+                               f'{self.epoch}, batch {self.iter}); the weights are those of the last finite step. Check the '
+                               f'data and lower the learning rate, or resume from the last checkpoint')
+        raise exc
+    def after_loss(self):
+        if not self.training or torch.isfinite(self.learn.loss_grad).all(): return
+        if _world() > 1: return       # the gradients (averaged over processes) decide, so that all skip together
+        if self.fp16:                 # the gradient scaler will skip this step: only count it
+            self.learn.n_skipped += 1; self.learn.skipped_steps.append((self.epoch, self.iter, 'loss')); return
+        self._skip('loss', CancelBatchException())
+    def before_step(self):
+        if self.fp16: return          # the gradient scaler skips overflowing steps itself
+        if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in self.learn.model.parameters()):
+            self._skip('loss or gradient' if _world() > 1 else 'gradient', CancelStepException())
+        self.run_len = 0
+    def after_fit(self):
+        if self.learn.n_skipped:
+            warnings.warn(f'{self.learn.n_skipped} training steps had a non-finite loss or gradient and were skipped '
+                          f'(first: epoch {self.learn.skipped_steps[0][0]}, batch {self.learn.skipped_steps[0][1]})', RuntimeWarning)
 
 # %% ../nbs/09_train.ipynb #d5f0d125
 def cams_for_eval(pred, label, kind:str='cls', bg:float|None=None, proto=None, **proto_kw)->torch.Tensor:
@@ -78,23 +120,36 @@ class CAMmIoU(Metric):
             c = F.interpolate(c, size=mask.shape[-2:], mode='bilinear', align_corners=False)
         self.conf += confusion_matrix(c.argmax(1).cpu().numpy(), mask.cpu().numpy(), self.n)
     @property
-    def value(self): return miou_from_confusion(self.conf)['miou']
+    def value(self):
+        conf = self.conf
+        if _world() > 1:   # each process saw its share of the validation images: add up the matrices
+            t = torch.from_numpy(conf.copy()); torch.distributed.all_reduce(t); conf = t.numpy()
+        return miou_from_confusion(conf)['miou']
     @property
     def name(self): return f'{self.kind}_miou'
 
 # %% ../nbs/09_train.ipynb #3c930db0
+def _base_dl(dl): return getattr(dl, 'dl', dl)   # the loader inside fastai's `DistributedDL`
+
 def _rng_state(dls=None)->dict:
     import random
     st = {'python': random.getstate(), 'numpy': np.random.get_state(), 'torch': torch.get_rng_state()}
     if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
-    if dls is not None and hasattr(dls.train, 'rng'): st['dl'] = dls.train.rng.getstate()
+    if dls is not None:
+        trn = _base_dl(dls.train)
+        if hasattr(trn, 'rng'): st['dl'] = trn.rng.getstate()
+        # the augmentation draws of `WSSSTrainDataset` depend on the loader's pass counter: keep it
+        st['dl_epoch'] = [getattr(_base_dl(dl), '_epoch', 0) for dl in dls.loaders]
     return st
 
 def _set_rng_state(st:dict, dls=None):
     import random
     random.setstate(st['python']); np.random.set_state(st['numpy']); torch.set_rng_state(st['torch'])
     if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
-    if dls is not None and 'dl' in st and hasattr(dls.train, 'rng'): dls.train.rng.setstate(st['dl'])
+    if dls is not None:
+        trn = _base_dl(dls.train)
+        if 'dl' in st and hasattr(trn, 'rng'): trn.rng.setstate(st['dl'])
+        for dl, ep in zip(dls.loaders, st.get('dl_epoch', [])): _base_dl(dl)._epoch = ep
 
 # %% ../nbs/09_train.ipynb #71df6b47
 def unwrap_model(learn_or_model):
@@ -114,8 +169,6 @@ class ResumeCheckpoint(Callback):
     @property
     def path_ckpt(self): return Path(self.learn.path)/self.learn.model_dir/f'{self.fname}.ckpt'
 
-def _rank()->int:
-    return torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
 
 def save_checkpoint(learn:Learner, path:str|Path, epoch:int, meta:dict|None=None)->Path:
     "Write model + optimizer + epoch + RNG states to `path` atomically (temporary file, then rename)."
@@ -128,25 +181,83 @@ def save_checkpoint(learn:Learner, path:str|Path, epoch:int, meta:dict|None=None
     os.replace(tmp, path)
     return path
 
+def _read_ckpt(path:Path)->dict:
+    "Our own file: it holds RNG states (NumPy arrays), so it is not a weights-only pickle."
+    try: state = torch.load(path, map_location='cpu', weights_only=False)
+    except Exception as e:
+        raise ValueError(f'{path}: cannot read checkpoint ({type(e).__name__}: {str(e)[:200]}); a partial copy? delete it') from None
+    if not isinstance(state, dict) or 'model' not in state:
+        raise ValueError(f'{path} is not a pot_nb checkpoint (expected a dict with model/meta, got {type(state).__name__})')
+    return state
+
+def _class_diff(theirs, ours)->str:
+    t, o = list(theirs), list(ours)
+    if len(t) != len(o): return f'{len(t)} classes ({", ".join(t[:4])}{", ..." if len(t) > 4 else ""}), not {len(o)}'
+    i = next(i for i in range(len(t)) if t[i] != o[i])
+    return f'class {i} is {t[i]!r} there and {o[i]!r} here'
+
 def load_checkpoint(learn:Learner, path:str|Path, with_opt:bool=True, with_rng:bool=True)->int:
     "Load a checkpoint written by `save_checkpoint` into `learn`; returns the number of finished epochs."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f'no checkpoint at {path}')
-    # our own file: it holds RNG states (NumPy arrays), so it is not a weights-only pickle
-    state = torch.load(path, map_location='cpu', weights_only=False)
+    state = _read_ckpt(path)
     model = unwrap_model(learn)
+    theirs, ours = (state.get('meta') or {}).get('classes'), (getattr(learn, 'pot_config', None) or {}).get('classes')
+    if theirs and ours and list(theirs) != list(ours):
+        raise ValueError(f'checkpoint {path} was trained on other classes: {_class_diff(theirs, ours)}; '
+                         f'use another path/fname for this dataset, or resume=False')
     want, got = model.state_dict(), state['model']
     bad = [k for k in want if k in got and got[k].shape != want[k].shape]
     if bad:
         raise ValueError(f'checkpoint {path} does not fit this model: {len(bad)} tensors differ in shape, e.g. '
                          f'{bad[0]} {tuple(got[bad[0]].shape)} vs {tuple(want[bad[0]].shape)} '
                          f'(trained with other classes? checkpoint meta: {state.get("meta", {})})')
-    model.load_state_dict(got)
+    try: model.load_state_dict(got)
+    except RuntimeError as e: raise ValueError(f'checkpoint {path} does not fit this model: {str(e)[:500]}') from None
     if with_opt and state.get('opt') is not None:
         if learn.opt is None: learn.create_opt()
         learn.opt.load_state_dict(state['opt'])
     if with_rng: _set_rng_state(state['rng'], learn.dls)
     return int(state['epoch'])
+
+# %% ../nbs/09_train.ipynb #57090189
+def _launched_distributed()->bool:
+    return int(os.environ.get('WORLD_SIZE', '1')) > 1
+
+try:
+    from fastai.distributed import DistributedDL, DistributedTrainer
+    class WSSSDistributedDL(DistributedDL):
+        "fastai's `DistributedDL`; the shuffled order is broadcast on the CPU unless the backend is NCCL."
+        def _broadcast(self, t, rank):
+            if torch.distributed.get_backend() == 'nccl': return super()._broadcast(t, rank)
+            t = torch.as_tensor(t, dtype=torch.long)
+            torch.distributed.broadcast(t, rank)
+            return t.tolist()
+        @property
+        def n_inp(self): return self.dl.n_inp   # one input (the image); the rest are targets
+
+    class WSSSDistributedTrainer(DistributedTrainer):
+        "fastai's `DistributedTrainer` (DDP through Accelerate) with `WSSSDistributedDL` loaders."
+        def _wrap_dl(self, dl):
+            return dl if isinstance(dl, DistributedDL) else WSSSDistributedDL(dl, device=self.learn.dls.device)
+except (ImportError, NameError): WSSSDistributedTrainer = None  # fastai.distributed needs `accelerate`
+
+@contextlib.contextmanager
+def distributed_ctx(learn:Learner, # the learner to train in several processes
+                    sync_bn:bool=False, # convert BatchNorm to SyncBatchNorm (only useful when BN layers train)
+                    **kwargs): # passed to Accelerate's `Accelerator` (default: `cpu=True` for a model on the CPU)
+    "Add `WSSSDistributedTrainer` for the duration of the block; processes other than 0 show no progress bar."
+    if WSSSDistributedTrainer is None:
+        raise ImportError('training in several processes needs the accelerate package (pip install accelerate)')
+    kwargs.setdefault('cpu', unwrap_model(learn).parameters().__next__().device.type == 'cpu' and learn.dls.device.type == 'cpu')
+    cb = WSSSDistributedTrainer(sync_bn=sync_bn, **kwargs)
+    learn.add_cb(cb)
+    had_bar = _rank() != 0 and any(isinstance(c, ProgressCallback) for c in learn.cbs)
+    if had_bar: learn.remove_cb(ProgressCallback)
+    try: yield learn
+    finally:
+        learn.remove_cb(cb)
+        if had_bar: learn.add_cb(ProgressCallback())
 
 # %% ../nbs/09_train.ipynb #8fc388f4
 def arch_norm(arch:str)->str:
@@ -170,19 +281,27 @@ def fit_pot(source, # a VOC-layout folder (path) or fastai `DataLoaders` from `w
             clip:float|None=None, # gradient-norm clipping
             pretrained:bool=True, num_workers:int=0,
             n_valid:int|None=64, # validation images for the CAM-mIoU metric (None: all)
+            train_split:str='train', valid_split:str='val', # e.g. 'train_aug' (VOC + SBD, 10,582 images)
             metrics:str|tuple='auto', # 'auto': classifier CAM mIoU (+ prototype CAM mIoU for pot/sipe); () for none
             device=None, seed:int=0, fp16:bool|None=None, # fp16 None: on for CUDA
+            deterministic:bool=False, # deterministic GPU kernels (`seed_everything(seed, deterministic=True)`); slower
+            distributed:bool|None=None, # several processes (DDP); None: when launched by torchrun/accelerate
+            max_nonfinite:int|None=20, # stop after this many consecutive non-finite steps (they are skipped and counted)
             path='.', model_dir='models', fname:str='pot', # where checkpoints go
             resume:bool=False, # continue from `path/model_dir/fname.ckpt` if it exists
             cbs=None, # extra fastai callbacks
             **model_kw)->Learner: # passed to `POTNet`
     "Train POT (or the `sipe`/`cam` baselines) with fastai; returns the `Learner`."
     if method not in ('pot', 'sipe', 'cam'): raise ValueError(f"method must be 'pot', 'sipe' or 'cam', got {method!r}")
-    seed_everything(seed)
+    seed_everything(seed, deterministic=deterministic)
+    if distributed is None: distributed = _launched_distributed()
+    if distributed and device is None and torch.cuda.is_available():   # one GPU per process
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     device = get_device(device)
+    if device.type == 'cuda': torch.cuda.set_device(device)
     if isinstance(source, DataLoaders): dls = source
-    else: dls = wsss_dls(source, bs=bs, size=size, norm=arch_norm(arch), num_workers=num_workers,
-                         n_valid=n_valid, seed=seed, device=device)
+    else: dls = wsss_dls(source, bs=bs, size=size, norm=arch_norm(arch), num_workers=num_workers, n_valid=n_valid,
+                         seed=seed, device=device, train_split=train_split, valid_split=valid_split)
     n_classes = dls.n_classes
     model = POTNet(n_classes, arch=arch, pretrained=pretrained, **model_kw)
     pot_kw = dict(lam=lam, n_clusters=n_clusters, scope=scope, marginals=marginals, loss=loss, eps=eps, tau=tau)
@@ -196,7 +315,7 @@ def fit_pot(source, # a VOC-layout folder (path) or fastai `DataLoaders` from `w
     meta = dict(classes=list(getattr(dls, 'classes', [])), arch=arch, method=method, size=size, **pot_kw)
     learn = Learner(dls, model, loss_func=POTLoss(method, **pot_kw), opt_func=opt_func, lr=lr,
                     splitter=param_groups, metrics=list(metrics or []), path=path, model_dir=model_dir, wd=wd,
-                    cbs=[ResumeCheckpoint(fname, meta)] + list(cbs or []))
+                    cbs=[ResumeCheckpoint(fname, meta), NonFiniteGuard(max_nonfinite)] + list(cbs or []))
     learn.pot_config = meta
     if fp16 is None: fp16 = device.type == 'cuda'
     if fp16: learn.to_fp16()
@@ -209,11 +328,12 @@ def fit_pot(source, # a VOC-layout folder (path) or fastai `DataLoaders` from `w
         if start >= epochs: return learn
     learn.pot_start_epoch = start
     lrs = np.array([lr / 10, lr])
+    if schedule not in ('poly', 'one_cycle'): raise ValueError(f"schedule must be 'poly' or 'one_cycle', got {schedule!r}")
     if epochs > 0:
-        if schedule == 'poly':
-            learn.fit(epochs, lr=lrs, cbs=ParamScheduler({'lr': SchedPoly(lrs, 0., 0.9)}), start_epoch=start)
-        elif schedule == 'one_cycle': learn.fit_one_cycle(epochs, lr_max=slice(lr / 10, lr), start_epoch=start)
-        else: raise ValueError(f"schedule must be 'poly' or 'one_cycle', got {schedule!r}")
+        with (distributed_ctx(learn, sync_bn=device.type == 'cuda') if distributed else contextlib.nullcontext()):
+            if schedule == 'poly':
+                learn.fit(epochs, lr=lrs, cbs=ParamScheduler({'lr': SchedPoly(lrs, 0., 0.9)}), start_epoch=start)
+            else: learn.fit_one_cycle(epochs, lr_max=slice(lr / 10, lr), start_epoch=start)
     if _rank() == 0: learn.save(fname)  # fastai's own format too: `learn.load(fname)` restores model + optimizer
     return learn
 
@@ -225,12 +345,13 @@ def load_pot_model(path:str|Path, # a `.ckpt` written by `fit_pot`, or a fastai 
     "Rebuild the trained `POTNet` from a `fit_pot` checkpoint (classes, backbone and options come from the file)."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f'no checkpoint at {path}')
-    state = torch.load(path, map_location='cpu', weights_only=False)
-    if not isinstance(state, dict) or 'model' not in state:
-        raise ValueError(f'{path} is not a pot_nb checkpoint (expected a dict with model/meta, got {type(state).__name__})')
+    state = _read_ckpt(path)
     meta = state.get('meta') or {}
     if 'classes' not in meta or 'arch' not in meta: raise ValueError(f'{path}: checkpoint has no classes/arch metadata')
     model = POTNet(len(meta['classes']), arch=meta['arch'], pretrained=False, **model_kw)
-    model.load_state_dict(state['model'])
+    try: model.load_state_dict(state['model'])
+    except RuntimeError as e:
+        raise ValueError(f"{path}: the weights do not fit a {meta['arch']} POTNet with the {len(meta['classes'])} classes "
+                         f"its metadata names ({str(e)[:300]})") from None
     model.pot_config = meta
     return model.to(get_device(device)).eval()

@@ -23,3 +23,16 @@ def write_cams_from_masks(ds, cam_dir, blur:float=0):
             maps = np.stack([ndimage.gaussian_filter(x, blur) for x in maps]).reshape(maps.shape)
             maps = maps / np.maximum(maps.max((1, 2), keepdims=True), 1e-5)
         save_cam(cam_dir/f'{name}.npy', keys, maps)
+
+
+import pytest
+
+@pytest.fixture(scope='session')
+def tiny_run(tmp_path_factory):
+    "A small toy dataset and a one-epoch POT run on it (checkpoint in run/models/pot.ckpt): shared by several test files."
+    from pot_nb.data import make_toy_voc
+    from pot_nb.train import fit_pot
+    tmp = tmp_path_factory.mktemp('tiny')
+    root = make_toy_voc(tmp/'toy', n=8, size=40, seed=0, n_val=4)
+    learn = fit_pot(root, epochs=1, bs=4, size=48, n_clusters=2, metrics=(), path=tmp/'run', n_valid=4, device='cpu')
+    return root, learn, tmp/'run'/'models'/'pot.ckpt'
