@@ -34,13 +34,16 @@ def pot_train(data:str, # dataset folder (VOC layout, VOC 2012, COCO 2014, or 'f
               lr:float=None, opt:str='adam', schedule:str='poly',
               n_valid:int=64, num_workers:int=0, seed:int=0, device:str=None,
               fname:str='pot', # checkpoint name
+              train_split:str='train', valid_split:str='val', # e.g. --train_split train_aug on VOC with SBD
               resume:store_true=False, # continue from OUT/models/FNAME.ckpt
+              deterministic:store_true=False, # deterministic kernels on the GPU (slower; see the VOC recipe)
               no_pretrained:store_true=False): # start from random weights
     "Train POT (or a baseline) with fastai and save a resumable checkpoint."
     learn = fit_pot(data, arch=arch, epochs=epochs, bs=bs, size=size, method=method, n_clusters=n_clusters,
                     scope=scope, marginals=marginals, loss=loss, eps=eps, tau=tau, lam=lam, lr=lr, opt=opt,
                     schedule=schedule, pretrained=not no_pretrained, num_workers=num_workers, n_valid=n_valid,
-                    seed=seed, device=device, path=out, fname=fname, resume=resume)
+                    seed=seed, device=device, path=out, fname=fname, resume=resume, train_split=train_split,
+                    valid_split=valid_split, deterministic=deterministic)
     print(f'checkpoint: {Path(out)/"models"/(fname + ".ckpt")}')
     return learn
 
