@@ -6,7 +6,9 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
-from pot_nb.cluster import KMeansResult, batched_kmeans, kmeans_pp_init, pack_groups, unpack_groups
+from pot_nb import cluster
+from pot_nb.cluster import (KMeansResult, batched_kmeans, kmeans_groups, kmeans_image_groups, kmeans_pp_init, pack_groups,
+                            unpack_groups)
 
 
 def planted(P, N, D, k, spread=0.1, seed=0, dtype=torch.float32):
@@ -257,3 +259,39 @@ def test_invariants(P, N, D, k, seed, duplicates):
                     torch.testing.assert_close(res.centers[p, j], F.normalize(s, dim=0))
             else:
                 assert (res.centers[p, j] == 0).all()
+
+
+def test_kmeans_groups_matches_batched_kmeans_on_packed_groups():
+    "Groups given by an id per row (any order, some rows in no group) = the padded (P, N, D) call on the same groups."
+    g = torch.Generator().manual_seed(3)
+    M, D, G, k = 300, 12, 5, 3
+    x = torch.randn(M, D, generator=g, dtype=torch.float64)
+    gid = torch.randint(-1, G, (M,), generator=g)
+    res = kmeans_groups(x, gid, G, k, seed=2, tol=1e-10, scale=1 / x.norm(dim=-1))
+    pg = pack_groups(x, gid, G)
+    ref = batched_kmeans(pg.x, pg.mask, k, seed=2, tol=1e-10)
+    torch.testing.assert_close(res.centers, ref.centers, rtol=0, atol=1e-10)
+    assert torch.equal(res.assign, unpack_groups(ref.assign, pg.index, M, fill=-1))
+    assert torch.equal(res.counts, ref.counts) and res.n_iters == ref.n_iters
+    assert torch.equal(res.group_iters, ref.group_iters) and int(res.group_iters.max()) == res.n_iters
+    with pytest.raises(ValueError, match='n_groups'): kmeans_groups(x, gid, 2, k)
+
+
+@pytest.mark.parametrize('layout', ['rows', 'maps'])
+@pytest.mark.parametrize('chunk', [None, 1])
+def test_kmeans_image_groups_matches_kmeans_groups(layout, chunk, monkeypatch):
+    "Pixels of feature maps grouped per (image, row): same result for row-major and channels-first features, in one chunk or per image."
+    g = torch.Generator().manual_seed(0)
+    B, N, D, k = 3, 50, 8, 2
+    f = torch.randn(B, N, D, generator=g, dtype=torch.float64) * 3
+    row = torch.randint(-1, 3, (B, N), generator=g)
+    table = torch.tensor([[0, 1, 2], [3, 4, -1], [5, 6, 7]])
+    block = torch.arange(B)
+    fn = f if layout == 'rows' else f.transpose(1, 2).contiguous().transpose(1, 2)
+    if chunk: monkeypatch.setattr(cluster._Tiles.from_maps.__func__, '__defaults__', (None, 64, 1))   # one image per chunk
+    scale = 1 / f.norm(dim=-1)
+    res = kmeans_image_groups(fn, row, block, table, 8, k, seed=1, tol=1e-10, scale=scale)
+    gid = torch.where(row >= 0, table[block[:, None], row.clamp_min(0)], -1)
+    ref = kmeans_groups(f.reshape(B * N, D), gid.view(-1), 8, k, seed=1, tol=1e-10, scale=scale.view(-1))
+    torch.testing.assert_close(res.centers, ref.centers, rtol=0, atol=1e-10)
+    assert torch.equal(res.assign.view(-1), ref.assign) and torch.equal(res.counts, ref.counts)

@@ -257,3 +257,31 @@ def test_tolerance_floor_of_the_dtype():
     assert info64['tol'] < 1e-12
     _, info_t = sinkhorn(cost, a, b, eps=0.5, tol=1e-3, return_info=True)
     assert info_t['tol'] == 1e-3                               # a tolerance above the floor is kept
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_exp_and_log_domain_agree(dtype):
+    "The multiplicative fast path and the log domain give the same plan, potentials and per-group iterations."
+    cost, a, b = random_problem(5, 40, 3, seed=4, p_zero=0.2, dtype=dtype, cost_scale=2.0)
+    Te, ie = sinkhorn(cost, a, b, eps=0.05, n_iters=300, tol=1e-4, return_info=True, domain='exp')
+    Tl, il = sinkhorn(cost, a, b, eps=0.05, n_iters=300, tol=1e-4, return_info=True, domain='log')
+    Ta, ia = sinkhorn(cost, a, b, eps=0.05, n_iters=300, tol=1e-4, return_info=True)
+    assert ie['domain'] == 'exp' and il['domain'] == 'log' and ia['domain'] == 'exp'     # spread 40 is safe
+    torch.testing.assert_close(Te, Tl, rtol=1e-4, atol=1e-7)
+    assert ie['n_iters'] == il['n_iters'] and torch.equal(ie['group_iters'], il['group_iters'])
+    assert (ie['group_iters'] <= ie['n_iters']).all() and (ie['group_iters'] % 10 == 0).all()
+    fin = torch.isfinite(il['f'])
+    torch.testing.assert_close(torch.isfinite(ie['f']), fin)
+    torch.testing.assert_close(Te, torch.exp((ie['f'][:, :, None] + ie['g'][:, None, :] - cost) / 0.05), rtol=1e-4, atol=1e-7)
+
+
+def test_auto_domain_uses_log_where_exp_would_underflow():
+    g = torch.Generator().manual_seed(0)
+    cost = torch.rand(3, 30, 3, generator=g) * 2
+    a, b = torch.full((3, 30), 1 / 30), torch.full((3, 3), 1 / 3)
+    _, info = sinkhorn(cost, a, b, eps=0.01, n_iters=2000, tol=1e-4, return_info=True)
+    assert info['domain'] == 'log'                             # spread up to 200 > 43.7 in float32
+    T = sinkhorn(cost, a, b, eps=0.001, n_iters=50, domain='exp')   # forced: finite (or redone in the log domain)
+    assert torch.isfinite(T).all()
+    torch.testing.assert_close(T.sum(2), a, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match='domain'): sinkhorn(cost, a, b, domain='plain')

@@ -226,3 +226,21 @@ def test_property_random_inputs(B, C, h, w, k, scope, marg, seed):
     assert ((peak > 0.99) | (peak == 0)).all()
     live = out.q.sum(-1)
     assert torch.allclose(live[live > 0], torch.ones_like(live[live > 0]), atol=1e-3)   # q rows are distributions
+
+
+def test_prototypes_and_similarities_from_unnormalised_views():
+    "`cluster_prototypes` / `group_similarity` on a raw (B, N, D) view with a 1/‖f‖ scale = on normalised features."
+    g = torch.Generator().manual_seed(0)
+    feat = torch.randn(2, 6, 4, 4, generator=g, dtype=torch.float64) * 2
+    labels = torch.tensor([[1., 0., 1.], [0., 1., 0.]], dtype=torch.float64)
+    seeds = torch.randint(0, 4, (2, 4, 4), generator=g) * (torch.rand(2, 4, 4, generator=g) < 0.8) - (torch.rand(2, 4, 4, generator=g) < 0.1).long()
+    for scope in ('image', 'batch'):
+        pg = make_groups(labels, seeds.clamp(max=3) * 0 + torch.where(seeds >= 0, 0, -1), 2, scope=scope)
+        raw = feat.flatten(2).transpose(1, 2)
+        fn = F.normalize(raw, dim=-1)
+        slot = torch.where(pg.seed_set >= 0, pg.seed_set * 2 + torch.randint(0, 2, pg.seed_set.shape, generator=g), -1)
+        n = len(pg.set_cls) * 2
+        p0, c0 = cluster_prototypes(fn, slot, n)
+        p1, c1 = cluster_prototypes(raw, slot, n, pg, 1 / raw.norm(dim=-1))
+        torch.testing.assert_close(p0, p1); assert torch.equal(c0, c1)
+        torch.testing.assert_close(group_similarity(fn, p0, pg), group_similarity(raw, p0, pg, 1 / raw.norm(dim=-1)))
