@@ -7,7 +7,8 @@ import torch
 pytest.importorskip('accelerate', reason="fastai's DistributedTrainer needs accelerate (a package requirement)")
 
 WORKER = textwrap.dedent('''
-    import os, sys, torch
+    import os, sys, threading, torch
+    watchdog = threading.Timer(280, lambda: os._exit(3)); watchdog.daemon = True; watchdog.start()  # never outlive the test
     from pot_nb.train import fit_pot, unwrap_model
     root, out = sys.argv[1], sys.argv[2]
     rank = int(os.environ['RANK'])
