@@ -309,9 +309,11 @@ def ablation_table(res:dict, # `run_ablation`'s results
             ('proto 1-max', 'prototype CAM, 1 − max'), ('proto best', 'prototype CAM, best thr'),
             ('proto own', 'prototype CAM, own bg')]
     summ = ablation_summary(res)
-    lines = ['| row | seeds | ' + ' | '.join(c[1] for c in cols) + ' | s / epoch |', '|---|---:|' + '---:|' * (len(cols) + 1)]
+    crf = split == 'val' and any('val crf' in d for d in summ.values())
+    head = [c[1] for c in cols] + (['dense CRF'] if crf else []) + ['s / epoch']
+    lines = ['| row | seeds | ' + ' | '.join(head) + ' |', '|---|---:|' + '---:|' * len(head)]
     for name, d in summ.items():
-        vals = [_ms(d[f'{split} {c}']) for c, _ in cols]
+        vals = [_ms(d[f'{split} {c}']) for c, _ in cols] + ([_ms(d['val crf']) if 'val crf' in d else ''] if crf else [])
         lines.append(f"| {name} | {len(d['s/epoch'])} | " + ' | '.join(vals) + f" | {np.mean(d['s/epoch']):.0f} |")
     return '\n'.join(lines)
 
