@@ -19,6 +19,9 @@ $(STAMP): settings.ini setup.py constraints.txt
 	@# (the grep drops pip's notes about local index folders that this machine's pip configuration names)
 	set -o pipefail; $(BIN)/python -m pip install --quiet --progress-bar off -c constraints.txt -e ".[dev]" 2>&1 \
 	  | { grep -v "^WARNING: Location 'file:" || true; }
+	@# the quokka photo and its outline for nbs/17 (only the wheel's files are used: imgaug does not import on NumPy 2)
+	set -o pipefail; $(BIN)/python -m pip install --quiet --progress-bar off --no-deps -c constraints.txt imgaug==0.4.0 2>&1 \
+	  | { grep -v "^WARNING: Location 'file:" || true; }
 	@touch $(STAMP)
 
 install: $(STAMP)
