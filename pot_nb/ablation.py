@@ -224,6 +224,7 @@ ABLATION_ROWS = {
     'pot K=3 eps=0.1': POT_DEFAULT | dict(eps=0.1),       # eps = tau: the plan is the softmax assignment itself
     'pot K=3 tau=0.05': POT_DEFAULT | dict(tau=0.05),
     'pot K=3 lam=0.5': POT_DEFAULT | dict(lam=0.5),
+    'pot K=2 lam=0.5': POT_DEFAULT | dict(n_clusters=2, lam=0.5),   # the two single-choice winners together
 }
 
 def row_proto_kw(row:dict, eps:float=0.05, tau:float=0.1)->dict:

@@ -29,8 +29,8 @@ def pot_train(data:str, # dataset folder (VOC layout, VOC 2012, COCO 2014, or 'f
               arch:str='lite0', # 'lite0', 'resnet50' or a timm model name
               method:str='pot', # 'pot', 'sipe' or 'cam'
               epochs:int=5, bs:int=16, size:int=256,
-              n_clusters:int=3, scope:str='image', marginals:str='similarity', loss:str='adaptive',
-              eps:float=0.05, tau:float=0.1, lam:float=1.0,
+              n_clusters:int=2, scope:str='image', marginals:str='similarity', loss:str='adaptive',
+              eps:float=0.05, tau:float=0.1, lam:float=0.5,
               lr:float=None, opt:str='adam', schedule:str='poly',
               n_valid:int=64, num_workers:int=0, seed:int=0, device:str=None,
               fname:str='pot', # checkpoint name
@@ -101,7 +101,7 @@ def run_demo(out:str|Path='demo_out', # output folder (data, checkpoints, CAMs, 
              epochs:int=3, bs:int=16, size:int=160, # schedule shared by both methods
              n_eval:int=200, # training images whose CAMs are generated and scored
              scales=(1.0, 0.5, 1.5), # CAM scales (with flips)
-             n_clusters:int=3, lr:float|None=None, arch:str='lite0',
+             n_clusters:int=2, lr:float|None=None, arch:str='lite0',
              crf:bool=True, seed:int=0, device=None)->dict:
     "Run the main job: data, `cam` and `pot` training, CAMs, evaluation, CRF pseudo labels, table and figures."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
@@ -155,7 +155,7 @@ def demo_figure(root, dirs:dict, fname, pseudo_dir=None, n:int=5):
 @call_parse
 def pot_demo(out:str='demo_out', # output folder
              n_train:int=1000, n_val:int=200, epochs:int=3, bs:int=16, size:int=160,
-             n_eval:int=200, n_clusters:int=3, arch:str='lite0',
+             n_eval:int=200, n_clusters:int=2, arch:str='lite0',
              no_crf:store_true=False, seed:int=0, device:str=None):
     "The main job on the built-in Fashion-MNIST WSSS data: train cam and pot, make CAMs, evaluate, save figures."
     import matplotlib; matplotlib.use('Agg')

@@ -44,8 +44,8 @@ def pot_loss(score:torch.Tensor, # (B, C) image scores
              feat:torch.Tensor, # (B, D, h, w) hierarchical feature on the same grid
              labels:torch.Tensor, # (B, C) multi-hot image labels
              method:str='pot', # 'pot', 'sipe' (K = 1, no OT, fixed weights) or 'cam' (classification only)
-             lam:float=1.0, # weight λ of the consistency loss
-             n_clusters:int=3, # K for method 'pot'
+             lam:float=0.5, # weight λ of the consistency loss (the ablation's choice)
+             n_clusters:int=2, # K for method 'pot' (the ablation's choice)
              scope:str='image', # 'image' or 'batch' prototype sets
              marginals:str='similarity', # 'similarity' or 'uniform' OT marginals
              loss:str='adaptive', # 'adaptive' or 'fixed' consistency weights (method 'pot')

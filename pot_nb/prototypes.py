@@ -220,7 +220,7 @@ def _pixel_norm(f:torch.Tensor, # (B, D, N) channels-first features
 def prototype_cams(feat:torch.Tensor, # (B, D, h, w) hierarchical feature
                    cam:torch.Tensor, # (B, C, h, w) raw classifier CAM on the same grid
                    labels:torch.Tensor, # (B, C) multi-hot image labels
-                   n_clusters:int=3, # K, prototypes per class (1 = SIPE-like single prototype)
+                   n_clusters:int=2, # K, prototypes per class (1 = SIPE-like single prototype; 2 from the ablation)
                    scope:str='image', # cluster the seeds of each (image, class) or of each class across the batch
                    marginals:str='similarity', # OT marginals: 'similarity' or 'uniform'
                    eps:float=0.05, # Sinkhorn entropic regularisation

@@ -273,8 +273,8 @@ def fit_pot(source, # a VOC-layout folder (path) or fastai `DataLoaders` from `w
             arch:str='lite0', # 'lite0' (offline ImageNet weights), 'resnet50', or any timm model name
             epochs:int=5, bs:int=16, size:int=256, # epochs, batch size, crop size
             method:str='pot', # 'pot' | 'sipe' | 'cam'
-            n_clusters:int=3, scope:str='image', marginals:str='similarity', loss:str='adaptive',
-            eps:float=0.05, tau:float=0.1, lam:float=1.0, # OT entropy, similarity temperature, loss weight
+            n_clusters:int=2, scope:str='image', marginals:str='similarity', loss:str='adaptive',
+            eps:float=0.05, tau:float=0.1, lam:float=0.5, # OT entropy, similarity temperature, loss weight
             lr:float|None=None, # learning rate of the new layers (backbone: lr/10); default by optimizer
             wd:float=1e-4, opt:str='adam', # 'adam' or 'sgd' (momentum 0.9, the IRN/SIPE choice on VOC)
             schedule:str='poly', # 'poly' (power 0.9) or 'one_cycle'
