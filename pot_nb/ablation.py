@@ -16,7 +16,7 @@ from .prototypes import prototype_cams
 from .evaluate import miou_from_confusion
 
 # %% auto #0
-__all__ = ['SWEEP', 'POT_DEFAULT', 'ABLATION_ROWS', 'CachedTrunk', 'tail_model', 'cache_trunk', 'train_tail', 'sweep_confusion',
+__all__ = ['SWEEP', 'ABLATION_BASE', 'ABLATION_ROWS', 'CachedTrunk', 'tail_model', 'cache_trunk', 'train_tail', 'sweep_confusion',
            'eval_tail', 'row_proto_kw', 'load_results', 'run_ablation', 'ablation_summary', 'ablation_table',
            'crf_miou', 'best_row', 'add_crf', 'pot_ablate']
 
@@ -211,26 +211,28 @@ def eval_tail(model:POTNet, # a trained tail model
     return {k: [miou_from_confusion(c)['miou'] for c in v] for k, v in conf.items()} | dict(thresholds=list(thresholds))
 
 # %% ../nbs/15_ablation.ipynb #92f4010f
-POT_DEFAULT = dict(method='pot', n_clusters=3, marginals='similarity', loss='adaptive', scope='image')
+# the rows pin every option, so they keep their meaning whatever the package defaults are
+ABLATION_BASE = dict(method='pot', n_clusters=3, marginals='similarity', loss='adaptive', scope='image', eps=0.05,
+                     tau=0.1, lam=1.0)
 ABLATION_ROWS = {
     'cam': dict(method='cam'),
-    'sipe': dict(method='sipe'),
-    'pot K=2': POT_DEFAULT | dict(n_clusters=2),
-    'pot K=3': dict(POT_DEFAULT),
-    'pot K=4': POT_DEFAULT | dict(n_clusters=4),
-    'pot K=3 uniform': POT_DEFAULT | dict(marginals='uniform'),
-    'pot K=3 fixed': POT_DEFAULT | dict(loss='fixed'),
-    'pot K=3 batch': POT_DEFAULT | dict(scope='batch'),
-    'pot K=3 eps=0.1': POT_DEFAULT | dict(eps=0.1),       # eps = tau: the plan is the softmax assignment itself
-    'pot K=3 tau=0.05': POT_DEFAULT | dict(tau=0.05),
-    'pot K=3 lam=0.5': POT_DEFAULT | dict(lam=0.5),
-    'pot K=2 lam=0.5': POT_DEFAULT | dict(n_clusters=2, lam=0.5),   # the two single-choice winners together
+    'sipe': dict(method='sipe', lam=1.0),
+    'pot K=2': ABLATION_BASE | dict(n_clusters=2),
+    'pot K=3': dict(ABLATION_BASE),
+    'pot K=4': ABLATION_BASE | dict(n_clusters=4),
+    'pot K=3 uniform': ABLATION_BASE | dict(marginals='uniform'),
+    'pot K=3 fixed': ABLATION_BASE | dict(loss='fixed'),
+    'pot K=3 batch': ABLATION_BASE | dict(scope='batch'),
+    'pot K=3 eps=0.1': ABLATION_BASE | dict(eps=0.1),       # eps = tau: the plan is the softmax assignment itself
+    'pot K=3 tau=0.05': ABLATION_BASE | dict(tau=0.05),
+    'pot K=3 lam=0.5': ABLATION_BASE | dict(lam=0.5),
+    'pot K=2 lam=0.5': ABLATION_BASE | dict(n_clusters=2, lam=0.5),   # the two single-choice winners together
 }
 
 def row_proto_kw(row:dict, eps:float=0.05, tau:float=0.1)->dict:
     "The `prototype_cams` options that evaluate a row's prototype CAM (the `cam` row: POT's default refinement)."
     if row['method'] == 'sipe': return dict(n_clusters=1, use_ot=False)
-    r = POT_DEFAULT | row
+    r = ABLATION_BASE | row
     return dict(n_clusters=r['n_clusters'], marginals=r['marginals'], scope='image', eps=r.get('eps', eps), tau=r.get('tau', tau))
 
 def _atomic_json(path:Path, obj):
