@@ -39,7 +39,7 @@ class StepClock:
         self.parts[part] = self.parts.get(part, 0.) + seconds
 
 # %% ../nbs/16_profile.ipynb #e1993101
-POT_PARTS = {'clustering': ('batched_kmeans',),
+POT_PARTS = {'clustering': ('cluster_seeds', 'batched_kmeans'),   # prototype_cams clusters through cluster_seeds
              'ot': ('similarity_marginals', 'uniform_marginals', 'sinkhorn', 'ot_assignment', 'assignment_confidence'),
              'prototype_cams': ('prototype_cams',)}
 
