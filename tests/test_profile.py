@@ -11,14 +11,14 @@ from pot_nb.profile import (StepClock, timed_functions, bench_model, bench_batch
 
 def test_timed_functions_counts_and_restores():
     before = (pot_nb.prototypes.prototype_cams, pot_nb.cluster.batched_kmeans, pot_nb.ot.sinkhorn,
-              pot_nb.prototypes.batched_kmeans, pot_nb.prototypes.sinkhorn)
+              pot_nb.prototypes.cluster_seeds, pot_nb.prototypes.sinkhorn)
     ex = two_part_example()
     clk = StepClock()
     with timed_functions(clk):
         assert pot_nb.prototypes.prototype_cams is not before[0]           # wrapped where it is looked up
         pot_nb.prototypes.prototype_cams(ex['feat'], ex['cam'], ex['labels'], n_clusters=2)
     assert (pot_nb.prototypes.prototype_cams, pot_nb.cluster.batched_kmeans, pot_nb.ot.sinkhorn,
-            pot_nb.prototypes.batched_kmeans, pot_nb.prototypes.sinkhorn) == before
+            pot_nb.prototypes.cluster_seeds, pot_nb.prototypes.sinkhorn) == before
     assert clk.calls['prototype_cams'] == 1 and clk.calls['clustering'] >= 1 and clk.calls['ot'] >= 1
     assert clk.parts['prototype_cams'] > clk.parts['clustering'] + clk.parts['ot'] > 0
 
