@@ -13,7 +13,7 @@ from .core import IGNORE_INDEX
 
 # %% auto #0
 __all__ = ['DEFAULT_THRESHOLDS', 'confusion_matrix', 'miou_from_confusion', 'ConfusionMeter', 'cams_to_mask', 'save_cam',
-           'load_cam', 'evaluate_cams', 'format_results', 'plot_confusion', 'plot_sweep', 'evaluate_masks']
+           'read_npy', 'load_cam', 'evaluate_cams', 'format_results', 'plot_confusion', 'plot_sweep', 'evaluate_masks']
 
 # %% ../nbs/08_evaluate.ipynb #2af950f5
 def confusion_matrix(pred:np.ndarray|torch.Tensor, # predicted class indices (any shape), 255 = no prediction
@@ -127,15 +127,21 @@ def save_cam(path:str|Path, # the .npy file to write
     os.replace(tmp, path)
     return path
 
+def read_npy(path:str|Path, # a `.npy` file (an array, or a pickled dict as IRN writes them)
+             what:str='CAM file' # what the file is, for the error messages
+            ): # the array, or the dict stored in a 0-d object array
+    "Load one `.npy` file; a missing, truncated or unreadable file raises an error that names it."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f'{what} not found: {path}')
+    try: d = np.load(path, allow_pickle=True)
+    except (ValueError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+        raise ValueError(f'{path}: corrupt or partial {what} ({type(e).__name__}: {e}); delete it and regenerate') from None
+    return d.item() if isinstance(d, np.ndarray) and d.dtype == object and d.shape == () else d
+
 def load_cam(path:str|Path # a CAM file written by `save_cam` (or IRN/SIPE's `make_cam`)
             )->dict: # keys (K,) int64, high_res (K, H, W) float32, and any extra entries
     "Read and check one CAM file; a missing, truncated or malformed file raises an error that names it."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f'CAM file not found: {path}')
-    try: d = np.load(path, allow_pickle=True)
-    except (ValueError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-        raise ValueError(f'{path}: corrupt or partial CAM file ({type(e).__name__}: {e}); delete it and regenerate') from None
-    if isinstance(d, np.ndarray) and d.dtype == object and d.shape == (): d = d.item()
+    path, d = Path(path), read_npy(path, 'CAM file')
     if not isinstance(d, dict): raise ValueError(f'{path}: expected a pickled dict with keys/high_res, got {type(d).__name__}')
     missing = {'keys', 'high_res'} - set(d)
     if missing: raise ValueError(f'{path}: CAM file lacks {sorted(missing)} (has {sorted(d)})')

@@ -4,13 +4,12 @@
 
 # %% ../nbs/20_tutorial_cam_prior.ipynb #2c745ea1
 from __future__ import annotations
-import pickle, zipfile
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
 from .core import max_norm
-from .evaluate import load_cam, save_cam
+from .evaluate import load_cam, save_cam, read_npy
 
 # %% auto #0
 __all__ = ['PRIOR_KEYS', 'load_prior_cam', 'check_priors', 'prior_maps', 'fuse_cams', 'fuse_cam_dir', 'prior_prototype_cams']
@@ -30,12 +29,7 @@ def load_prior_cam(path:str|Path, # one prior file: a dict with `keys` + a map e
                    key:str|None=None # the dict entry holding the maps (default: the first of `PRIOR_KEYS` present)
                   )->dict: # keys (K,) int64, high_res (K, h, w) float32 in [0, 1]
     "Read one per-image prior CAM file, check it, max-normalise every map and resize it."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f'prior CAM file not found: {path}')
-    try: d = np.load(path, allow_pickle=True)
-    except (ValueError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-        raise ValueError(f'{path}: cannot read the prior CAM file ({type(e).__name__}: {e})') from None
-    if isinstance(d, np.ndarray) and d.dtype == object and d.shape == (): d = d.item()
+    path, d = Path(path), read_npy(path, 'prior CAM file')
     if isinstance(d, dict):
         k = key or next((k for k in PRIOR_KEYS if k in d), None)
         if 'keys' not in d or k not in d:
