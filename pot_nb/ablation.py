@@ -8,12 +8,12 @@ import json, os, time, math
 from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
-from .core import seed_everything, get_device, max_norm, mask_by_labels
+from .core import seed_everything, get_device, max_norm, mask_by_labels, write_json
 from .data import load_dataset, normalize
 from .model import POTNet, ResNetStages
 from .loss import pot_loss
 from .prototypes import prototype_cams
-from .evaluate import miou_from_confusion
+from .evaluate import miou_from_confusion, confusion_matrix, DEFAULT_THRESHOLDS
 
 # %% auto #0
 __all__ = ['SWEEP', 'ABLATION_BASE', 'ABLATION_ROWS', 'CachedTrunk', 'tail_model', 'cache_trunk', 'train_tail', 'sweep_confusion',
@@ -149,7 +149,7 @@ def train_tail(cache:dict, # from `cache_trunk` (training split)
     return model.eval(), log
 
 # %% ../nbs/15_ablation.ipynb #cff590c6
-SWEEP = tuple(float(t) for t in np.round(np.arange(0.05, 0.951, 0.05), 2))
+SWEEP = DEFAULT_THRESHOLDS   # 0.05, 0.10, …, 0.95, the sweep `evaluate_cams` uses
 
 def sweep_confusion(fg:torch.Tensor, # (B, C, H, W) foreground maps in [0, 1], zero for absent classes
                     gt:torch.Tensor, # (B, H, W) ground truth 0..C, 255 ignored
@@ -173,10 +173,6 @@ def sweep_confusion(fg:torch.Tensor, # (B, C, H, W) foreground maps in [0, 1], z
     return out.cpu().numpy()
 
 # %% ../nbs/15_ablation.ipynb #b35432ec
-def _argmax_confusion(p:torch.Tensor, gt:torch.Tensor)->np.ndarray:
-    n = p.shape[1]; keep = gt != 255
-    return torch.bincount((gt.long() * n + p.argmax(1))[keep], minlength=n * n).view(n, n).cpu().numpy()
-
 @torch.no_grad()
 def eval_tail(model:POTNet, # a trained tail model
               cache:dict, # from `cache_trunk` (with masks)
@@ -207,7 +203,7 @@ def eval_tail(model:POTNet, # a trained tail model
         if proto:
             p = up(pro / len(views))
             conf['proto'] += sweep_confusion(p[:, 1:], gt, thresholds)
-            conf['proto_own'][0] += _argmax_confusion(p, gt)   # the background prototype's own score
+            conf['proto_own'][0] += confusion_matrix(p.argmax(1), gt, C + 1).cpu().numpy()   # its own background
     return {k: [miou_from_confusion(c)['miou'] for c in v] for k, v in conf.items()} | dict(thresholds=list(thresholds))
 
 # %% ../nbs/15_ablation.ipynb #92f4010f
@@ -234,10 +230,6 @@ def row_proto_kw(row:dict, eps:float=0.05, tau:float=0.1)->dict:
     if row['method'] == 'sipe': return dict(n_clusters=1, use_ot=False)
     r = ABLATION_BASE | row
     return dict(n_clusters=r['n_clusters'], marginals=r['marginals'], scope='image', eps=r.get('eps', eps), tau=r.get('tau', tau))
-
-def _atomic_json(path:Path, obj):
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(json.dumps(obj, indent=1)); os.replace(tmp, path)
 
 def _slug(name:str)->str: return name.replace(' ', '_').replace('=', '')
 
@@ -277,7 +269,7 @@ def run_ablation(train:dict, # `cache_trunk` of the training split
                      final_loss=float(np.mean(log['loss'][-20:])) if log['loss'] else float('nan'),
                      train=eval_tail(model, sub, device=device, **pk), val=eval_tail(model, val, device=device, **pk))
             torch.save(model.state_dict(), out/'models'/f'{_slug(name)}_s{seed}.pt')
-            _atomic_json(f, r)
+            write_json(f, r)
             if verbose: print(f'{name} | seed {seed}: {time.perf_counter() - t0:.0f} s, val cls {max(r["val"]["cls"]):.3f} '
                               f'proto {max(r["val"]["proto"]):.3f}', flush=True)
     return load_results(out)
@@ -375,7 +367,7 @@ def add_crf(res:dict, out:Path, val:dict, val_ds, n_images:int|None=None, device
             model.load_state_dict(torch.load(Path(out)/'models'/f"{_slug(row)}_s{r['seed']}.pt"))
             r.update(crf=crf_miou(model, val, val_ds, thr, k, n_images, device=device, **row_proto_kw(r['row'])),
                      crf_kind=k, crf_thr=thr)
-            _atomic_json(Path(out)/'runs'/f"{_slug(row)}_s{r['seed']}.json", r)
+            write_json(Path(out)/'runs'/f"{_slug(row)}_s{r['seed']}.json", r)
     return res
 
 def pot_ablate(argv=None):

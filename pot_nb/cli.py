@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import matplotlib.pyplot as plt
 from fastcore.script import call_parse, Param, store_true
-from .core import seed_everything, colorize_mask
+from .core import seed_everything, colorize_mask, write_json
 from .data import load_dataset, make_fmnist_wsss
 from .train import fit_pot, load_pot_model
 from .cams import make_cams
@@ -75,7 +75,7 @@ def pot_eval(cam_dir:str, # folder of CAM .npy files, or of mask PNGs with --mas
     else: res = evaluate_cams(cam_dir, data, split, bg=bg if bg == '1-max' else float(bg), n_images=n_images)
     print(format_results(res, f'{cam_dir} ({split})'))
     if json_out:
-        Path(json_out).write_text(json.dumps({k: v for k, v in res.items() if k in ('miou', 'iou', 'best_threshold', 'best_miou', 'n_images')}, indent=1))
+        write_json(json_out, {k: v for k, v in res.items() if k in ('miou', 'iou', 'best_threshold', 'best_miou', 'n_images')})
     return res
 
 @call_parse
@@ -129,7 +129,7 @@ def run_demo(out:str|Path='demo_out', # output folder (data, checkpoints, CAMs, 
         res['crf_miou'] = evaluate_masks(pl, root, 'train', n_images=n_eval)['miou']
     res['total_s'] = time.time() - t0
     plt.close(demo_figure(root, dirs, out/'overlays.png', pseudo_dir=out/'pot'/'pseudo_crf' if crf else None))
-    (out/'results.json').write_text(json.dumps(res, indent=1))
+    write_json(out/'results.json', res)
     print(_demo_rows(res)); print(f"figures: {out/'overlays.png'}; total {res['total_s']:.0f}s")
     return res
 

@@ -10,7 +10,7 @@ import torch
 
 # %% auto #0
 __all__ = ['IGNORE_INDEX', 'VOC_CLASSES', 'COCO_CLASSES', 'voc_palette', 'colorize_mask', 'seed_everything', 'get_device',
-           'max_norm', 'mask_by_labels', 'labels_with_bg', 'add_background']
+           'max_norm', 'mask_by_labels', 'labels_with_bg', 'add_background', 'write_json']
 
 # %% ../nbs/00_core.ipynb #0b46a1c5
 IGNORE_INDEX = 255
@@ -117,3 +117,17 @@ def add_background(cam:torch.Tensor, # (B, C, h, w) foreground maps in [0, 1] (n
     if bg is None: b = 1 - cam.amax(1, keepdim=True) if cam.shape[1] else torch.ones_like(cam[:, :1])
     else: b = torch.full_like(cam[:, :1], float(bg))
     return torch.cat([b.clamp(0, 1) if bg is None else b, cam], 1)
+
+# %% ../nbs/00_core.ipynb #6b5d7a6c
+def write_json(path, # the .json file to write (its folder is created)
+               obj, # anything `json` can write; numpy / torch scalars become floats
+               indent:int=1):
+    "Write `obj` as JSON atomically: a temporary file in the same folder, then `os.replace`."
+    import json
+    from pathlib import Path
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    try:
+        tmp.write_text(json.dumps(obj, indent=indent, default=float)); os.replace(tmp, path)
+    finally: tmp.unlink(missing_ok=True)
+    return path

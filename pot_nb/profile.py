@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from fastcore.script import call_parse, Param, store_true
-from .core import get_device, seed_everything
+from .core import get_device, seed_everything, write_json
 from .data import make_toy_voc, load_dataset, normalize
 from .model import POTNet
 from .train import POTLoss
@@ -308,11 +308,6 @@ def throughput_table(rows:list, # from `cam_throughput` (any number of calls, co
     return '\n'.join(lines)
 
 # %% ../nbs/16_profile.ipynb #86f26595
-def _write_json(path:str|Path, obj):
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f'.tmp{os.getpid()}')
-    tmp.write_text(json.dumps(obj, indent=1, default=float)); os.replace(tmp, path)
-
 @call_parse
 def pot_bench(device:Param("'cpu', 'cuda', 'cuda:1', ...", str)='cpu',
               arch:Param('architectures', str, nargs='+')=['resnet50', 'lite0'],
@@ -341,6 +336,6 @@ def pot_bench(device:Param("'cpu', 'cuda', 'cuda:1', ...", str)='cpu',
         for a in (cam_arch or arch):
             tp += cam_throughput(a, cam_images, cam_size, device=device, pretrained=pre, n_clusters=n_clusters, seed=seed)
         print('\n' + throughput_table(tp, res['machine']), flush=True)
-    if json: _write_json(json, dict(steps=res['rows'], throughput=tp, machine=res['machine'],
+    if json: write_json(json, dict(steps=res['rows'], throughput=tp, machine=res['machine'],
                                     argv=sys.argv[1:]))
     return dict(steps=res, throughput=tp)
