@@ -282,9 +282,8 @@ def _ms(xs:list)->str:
 def ablation_summary(res:dict)->dict:
     "Per row: lists over seeds of every table entry (mIoU as fractions, seconds per epoch)."
     out = {}
-    for r in res.values():
-        name = next(k for k, v in res.items() if v is r).split(' | ')[0]
-        d = out.setdefault(name, {})
+    for key, r in res.items():
+        d = out.setdefault(key.split(' | ')[0], {})
         i05 = r['train']['thresholds'].index(0.5)
         for split in ('train', 'val'):
             for kind in ('cls', 'proto'):
