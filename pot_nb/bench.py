@@ -199,15 +199,18 @@ def _timed(fn, device:torch.device)->float:
     return time.perf_counter() - t
 
 def matmul_gflops(device:str|torch.device='cpu', # where to measure
-                  n:int=2048, # matrix side
-                  repeats:int=5 # timed repeats (median)
-                 )->float: # GFLOP/s of an n×n float32 matmul
-    "Throughput of a plain large float32 matmul, the machine's practical peak for this benchmark."
+                  n:int=2048, # rows (and, by default, the other two sides)
+                  repeats:int=5, # timed repeats (median)
+                  d:int|None=None, # inner dimension (default n)
+                  k:int|None=None # output columns (default n)
+                 )->float: # GFLOP/s of an (n × d) by (d × k) float32 matmul
+    "Throughput of a float32 matmul: square and large (the machine's practical peak), or skinny like the step's products."
     device = torch.device(device)
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    d, k = n if d is None else d, n if k is None else k
+    a, b = torch.randn(n, d, device=device), torch.randn(d, k, device=device)
     for _ in range(2): a @ b
     t = statistics.median(_timed(lambda: a @ b, device) for _ in range(repeats))
-    return 2 * n ** 3 / t / 1e9
+    return 2 * n * d * k / t / 1e9
 
 # %% ../nbs/14_bench.ipynb #dd6d2e26
 _M_MMAP_THRESHOLD = -3
@@ -297,6 +300,7 @@ def run_bench(batch:list=(8, 16), # batch sizes
     dev = get_device(device)
     load0 = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
     peak = matmul_gflops(dev)
+    skinny = {kk: matmul_gflops(dev, n=max(batch) * grid * grid, d=dim, k=kk) for kk in k}   # the step's own product shape
     kw = dict(eps=eps, tau=tau, kmeans_iters=kmeans_iters, kmeans_tol=kmeans_tol, sinkhorn_iters=sinkhorn_iters,
               sinkhorn_tol=sinkhorn_tol, seed=seed)
     rows, calls = [], []
@@ -343,7 +347,7 @@ def run_bench(batch:list=(8, 16), # batch sizes
             for row, batched, loop in calls:
                 row['mem_batched'], row['mem_loop'] = peak_memory_mb(batched, dev), peak_memory_mb(loop, dev)
     load1 = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
-    return dict(rows=rows, matmul_gflops=peak, device=str(dev), threads=torch.get_num_threads(), load=(load0, load1),
+    return dict(rows=rows, matmul_gflops=peak, skinny_gflops=skinny, device=str(dev), threads=torch.get_num_threads(), load=(load0, load1),
                 loop_domain=loop_domain)
 
 # %% ../nbs/14_bench.ipynb #575e62fe
@@ -371,6 +375,7 @@ def bench_table(res:dict # from `run_bench`
     load = res.get('load', (float('nan'),) * 2)
     lines.append(f"\ndevice {res['device']}, {res['threads']} threads, torch {torch.__version__}; "
                  f"2048² float32 matmul: {res['matmul_gflops']:.1f} GFLOP/s; "
+                 + ''.join(f"(BN × D) by (D × {kk}) product: {v:.1f} GFLOP/s; " for kk, v in res.get('skinny_gflops', {}).items()) +
                  f"1-min load average at start / end: {load[0]:.1f} / {load[1]:.1f}; "
                  f"loop Sinkhorn: {'same rule as batched' if res.get('loop_domain', 'auto') == 'auto' else 'log domain'}")
     return '\n'.join(lines)

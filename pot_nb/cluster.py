@@ -41,8 +41,9 @@ def _tile_plan(g:torch.Tensor, n_groups:int, T:int):
 class _Tiles:
     """Points of `G` groups compacted into tiles of `T` rows, each tile holding points of one group (members in their
     order, zero rows as padding), stored as one or a few chunks of tiles."""
-    def __init__(self, chunks, n_groups, D, T, pix, n_in):
+    def __init__(self, chunks, n_groups, D, T, pix, n_in, inv=None):
         self.chunks, self.G, self.D, self.T, self.n_in = chunks, n_groups, D, T, n_in   # chunks: [(x (nT, T, D), grp (nT,))]
+        self.inv = inv                                         # (n_pts,) 1/‖x‖ of each tile row if normalised here
         self.off = [0]
         for x, _ in chunks: self.off.append(self.off[-1] + x.shape[0] * T)
         self.pix = pix                                         # (n_pts,) input row of each tile row, -1 = padding
@@ -65,16 +66,17 @@ class _Tiles:
         return cls([(x, torch.repeat_interleave(torch.arange(n_groups, device=dev), nt))], n_groups, D, T, pix, xf.shape[0])
 
     @classmethod
-    def from_maps(cls, fn, gid, n_groups, scale=None, T=64, chunk_bytes=8 * 2 ** 20):
+    def from_maps(cls, fn, gid, n_groups, scale=None, T=64, chunk_bytes=8 * 2 ** 20, normalise=False):
         """Chunks of whole images gathered from pixel features `fn` (B, N, D) (any strides: rows or channels-first
         maps) with groups `gid` (B, N). On a CPU a chunk holds as many images as fit in `chunk_bytes`: the allocator
         recycles blocks that small, while a fresh large block costs page faults (on some virtual machines as much
-        as the whole k-means)."""
+        as the whole k-means). `normalise`: scale the gathered rows to unit norm here (their norms are cheap to take
+        once the rows are contiguous) and keep `1/‖x‖` of each row in `.inv`."""
         B, N, D = fn.shape
         dev = fn.device
         per = max(1, chunk_bytes // max(1, (N + T) * D * fn.element_size())) if dev.type == 'cpu' else B
         rowwise = fn.stride(2) == 1 and (N == 1 or fn.stride(1) == D) and (B == 1 or fn.stride(0) == N * D)
-        chunks, pix = [], []
+        chunks, pix, invs = [], [], []
         for b0 in range(0, B, per):
             b1 = min(b0 + per, B)
             g = gid[b0:b1].reshape(-1)
@@ -87,16 +89,19 @@ class _Tiles:
             if scale is not None: w = w * scale[b0:b1].reshape(-1)[p.clamp_min(0)].to(fn.dtype)
             if rowwise:                                        # rows are contiguous: one gather of rows
                 x = fn[b0:b1].reshape(-1, D).index_select(0, p.clamp_min(0)).mul_(w[:, None])
-            else:                                              # channels-first maps: gather columns, write as rows
-                x = fn.new_zeros(nT * T, D)
-                for b in range(b0, b1):
-                    sel = (src >= (b - b0) * N) & (src < (b - b0 + 1) * N)
-                    n = src[sel] - (b - b0) * N
-                    x.index_copy_(0, dst[sel], fn[b].transpose(0, 1).index_select(1, n).T * w[dst[sel], None])
+            else:                                              # channels-first maps: transpose image by image (a
+                buf = fn.new_empty(b1 - b0, N, D)              # blocked 2-d copy, much faster than gathering columns)
+                for i in range(b1 - b0): buf[i].copy_(fn[b0 + i])
+                x = buf.view(-1, D).index_select(0, p.clamp_min(0)).mul_(w[:, None])
+            if normalise:                                      # zero rows (padding, zero features) keep 1/‖x‖ = 0
+                nrm = torch.linalg.vector_norm(x, dim=-1)
+                iv = torch.where(nrm > 0, 1 / nrm.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(nrm))
+                x.mul_(iv[:, None]); invs.append(iv)
             chunks.append((x.view(nT, T, D), torch.repeat_interleave(torch.arange(n_groups, device=dev), nt)))
             pix.append(torch.where(p >= 0, p + b0 * N, -1))
         pix = torch.cat(pix) if pix else torch.zeros(0, dtype=torch.long, device=dev)
-        return cls(chunks, n_groups, D, T, pix, B * N)
+        inv = (torch.cat(invs) if invs else fn.new_zeros(0)) if normalise else None
+        return cls(chunks, n_groups, D, T, pix, B * N, inv)
 
     def own(self, V, active=None):                             # (n_pts, k') cosine of each point with its group's V
         k, T, out = V.shape[1], self.T, []
@@ -123,19 +128,20 @@ class _Tiles:
             m = (idx >= self.off[c]) & (idx < self.off[c + 1])
             if bool(m.any()): out[m] = x.view(-1, self.D)[idx[m] - self.off[c]]
         return out
-    def scatter(self, a):                                      # per-point values back to the input rows
-        out = torch.full((self.n_in,), -1, dtype=a.dtype, device=a.device)
+    def scatter(self, a, fill=-1):                             # per-point values back to the input rows
+        out = torch.full((self.n_in,), fill, dtype=a.dtype, device=a.device)
         out[self.pix[self.valid]] = a[self.valid]
         return out
 
 # %% ../nbs/03_cluster.ipynb #9636d76d
-def _init_layout(lay, k:int, seed:int, L:int, dt)->torch.Tensor:
-    "Greedy spherical k-means++ on the groups of a layout; (G, k, D) centres."
+def _init_layout(lay, k:int, seed:int, L:int, dt, return_sims:bool=False):
+    "Greedy spherical k-means++ on the groups of a layout; (G, k, D) centres[, (n_pts, k) cosine of each point with its group's centres]."
     G, D, dev = lay.G, lay.D, lay.valid.device
     centers = torch.zeros(G, k, D, dtype=dt, device=dev)
     u = torch.rand(k, L, G, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64).to(dev)
+    sims = torch.zeros(len(lay.valid), k, dtype=dt, device=dev) if return_sims else None
     pts = lay.valid.nonzero()[:, 0]
-    if G == 0 or len(pts) == 0: return centers
+    if G == 0 or len(pts) == 0: return (centers, sims) if return_sims else centers
     g = lay.gid[pts]
     order = torch.argsort(g, stable=True)                      # each group's points in their order
     pts, g = pts[order], g[order]
@@ -159,17 +165,20 @@ def _init_layout(lay, k:int, seed:int, L:int, dt)->torch.Tensor:
         tgt = (u[t, :nt].T * tot.double()[:, None]).to(dt)                         # (G, nt)
         idx = torch.minimum(torch.searchsorted(cs, tgt.contiguous(), right=True), last[:, None])
         cand = lay.rows(ptab[rows[:, None] * lpad + idx].view(-1)).view(G, nt, D) * ok[:, None, None].to(dt)
-        nb = torch.maximum(best[:, None], lay.own(cand))                            # (n_pts, nt)
+        sc = lay.own(cand)                                                          # (n_pts, nt)
+        nb = torch.maximum(best[:, None], sc)
         pot = torch.zeros(G, nt, dtype=dt, device=dev).index_add_(0, gc, (1 - nb).clamp_min(0) * fmask[:, None])
         pick = pot.argmin(1)                                                        # lowest potential
         centers[:, t] = cand[rows, pick]
+        if return_sims: sims[:, t] = sc[:, 0] if nt == 1 else sc.gather(1, pick[gc][:, None])[:, 0]   # reused by the first Lloyd step
         best = torch.where(ok[gc], nb.gather(1, pick[gc][:, None])[:, 0], best)
         d = (1 - best).clamp_min(0)
         w = torch.where(lay.valid & (d > dup), d, torch.zeros_like(d))
-    return centers
+    return (centers, sims) if return_sims else centers
 
-def _lloyd_layout(lay, C:torch.Tensor, n_iters:int, tol:float)->tuple:
-    "Lloyd steps, each group frozen once its centres move at most `tol`: (C, assign (n_pts,) -1 = none, counts (G, k), iterations, group iterations)."
+def _lloyd_layout(lay, C:torch.Tensor, n_iters:int, tol:float, sims:torch.Tensor|None=None)->tuple:
+    """Lloyd steps, each group frozen once its centres move at most `tol`: (C, assign (n_pts,) -1 = none, counts (G, k),
+    iterations, group iterations). `sims` (n_pts, k): the points' cosines with `C` if known (the k-means++ computed them)."""
     G, k, D = C.shape
     dev = C.device
     valid, gc = lay.valid, lay.gid.clamp_min(0)
@@ -179,7 +188,8 @@ def _lloyd_layout(lay, C:torch.Tensor, n_iters:int, tol:float)->tuple:
     a_old = sums = counts = None
     it = 0
     for it in range(1, n_iters + 1):
-        a = lay.own(C, None if a_old is None else active).masked_fill_(~cvalid[gc], -math.inf).argmax(-1)   # (n_pts,)
+        s = sims if (a_old is None and sims is not None) else lay.own(C, None if a_old is None else active)
+        a = s.masked_fill_(~cvalid[gc], -math.inf).argmax(-1)                       # (n_pts,)
         if a_old is None:                                      # first step: full sums
             slot = gc * k + a
             sums = lay.sums(slot, k)
@@ -228,11 +238,13 @@ class KMeansResult(NamedTuple):
     counts: torch.Tensor  # (P, k) long number of points in each cluster (0 = empty)
     n_iters: int          # number of assignment steps run (the most of any group)
     group_iters: torch.Tensor|None = None # (P,) long assignment steps each group ran before it converged
+    inv_norm: torch.Tensor|None = None # 1/‖x‖ of every point (0 outside the groups), when `normalise=True` took the norms
 
 # %% ../nbs/03_cluster.ipynb #0805ae1d
 def _kmeans_layout(lay, k, n_iters, seed, tol, init_centers, dt, L=None):
-    C = _init_layout(lay, k, seed, 2 + int(math.log(k)) if L is None else L, dt) if init_centers is None else init_centers
-    return _lloyd_layout(lay, C, n_iters, tol)
+    if init_centers is not None: return _lloyd_layout(lay, init_centers, n_iters, tol)
+    C, sims = _init_layout(lay, k, seed, 2 + int(math.log(k)) if L is None else L, dt, return_sims=True)
+    return _lloyd_layout(lay, C, n_iters, tol, sims)
 
 # %% ../nbs/03_cluster.ipynb #f26c4f45
 @torch.no_grad()
@@ -298,7 +310,8 @@ def kmeans_image_groups(fn:torch.Tensor, # (B, N, D) pixel features, any strides
                         n_iters:int=50, # maximum number of iterations (assignment steps)
                         seed:int=0, # seed of the k-means++ draws
                         tol:float=1e-4, # a group stops when none of its centres moved more than this
-                        scale:torch.Tensor|None=None # (B, N) 1/‖x‖ per pixel; None: the features are unit-norm
+                        scale:torch.Tensor|None=None, # (B, N) 1/‖x‖ per pixel; None: the features are unit-norm
+                        normalise:bool=False # take the norms of the grouped pixels here (and return them as `inv_norm` (B, N))
                        )->KMeansResult: # centers (G, k, D), assign (B, N) -1 outside the groups, counts (G, k)
     "`batched_kmeans` on groups of pixels of feature maps, straight on the maps: no gather, no copy of the features."
     B, N, D = fn.shape
@@ -306,9 +319,11 @@ def kmeans_image_groups(fn:torch.Tensor, # (B, N, D) pixel features, any strides
         raise TypeError(f'kmeans_image_groups: fn must be float32 or float64, got {fn.dtype}')
     if n_iters < 1: raise ValueError(f'kmeans_image_groups: n_iters must be at least 1, got {n_iters}')
     gid = torch.where(row >= 0, table[block[:, None], row.clamp_min(0)], -1)
-    lay = _Tiles.from_maps(fn, gid, n_groups, scale)
+    if normalise and scale is not None: raise ValueError('kmeans_image_groups: give either scale or normalise=True')
+    lay = _Tiles.from_maps(fn, gid, n_groups, scale, normalise=normalise)
     C, assign, counts, it, giters = _kmeans_layout(lay, k, n_iters, seed, tol, None, fn.dtype)
-    return KMeansResult(C, lay.scatter(assign).view(B, N), counts, it, giters)
+    inv = lay.scatter(lay.inv, 0).view(B, N) if normalise else None
+    return KMeansResult(C, lay.scatter(assign).view(B, N), counts, it, giters, inv)
 
 # %% ../nbs/03_cluster.ipynb #8409fc0e
 class PackedGroups(NamedTuple):

@@ -15,7 +15,8 @@ from .ot import sinkhorn, similarity_marginals, uniform_marginals, ot_assignment
 
 # %% auto #0
 __all__ = ['norm_cam', 'seed_map', 'ProtoGroups', 'make_groups', 'cluster_seeds', 'cluster_prototypes', 'group_similarity',
-           'cluster_assignment', 'assemble_cams', 'ProtoOutput', 'prototype_cams', 'two_part_example']
+           'cluster_assignment', 'assemble_cams', 'ProtoOutput', 'known_inv_norm', 'known_prototypes', 'prototype_cams',
+           'two_part_example']
 
 # %% ../nbs/05_prototypes.ipynb #a2447e0d
 def norm_cam(cam:torch.Tensor, # (B, C, h, w) raw classifier CAM
@@ -33,7 +34,7 @@ def seed_map(ncam:torch.Tensor, # (B, C+1, h, w) normalised CAM from `norm_cam`
             )->torch.Tensor: # (B, h, w) long: seed channel in 0..C (0 = background), -1 outside `valid`
     "Seed class of every pixel: argmax over the image's classes (background included) of `Ã·y`."
     lab = labels_with_bg(labels) > 0
-    s = ncam.detach().masked_fill(~lab[..., None, None], -1.).argmax(1)
+    s = ncam.detach().masked_fill(~lab[..., None, None], -1.).max(1).indices   # first maximum, as argmax; faster on CPUs
     return s if valid is None else s.masked_fill(~valid.bool(), -1)
 
 # %% ../nbs/05_prototypes.ipynb #d6d39c86
@@ -90,7 +91,8 @@ def cluster_seeds(fn:torch.Tensor, # (B, N, D) unit-norm pixel features
                   tol:float=1e-4, # k-means tolerance (see `batched_kmeans`)
                   seed:int=0, # k-means++ seed
                   scale:torch.Tensor|None=None, # (B, N) 1/‖f‖ when `fn` is not unit-norm (e.g. a view of the raw maps)
-                  return_result:bool=False # also return the `KMeansResult` (per-set iterations, counts)
+                  return_result:bool=False, # also return the `KMeansResult` (per-set iterations, counts)
+                  normalise:bool=False # `fn` is not unit-norm: normalise the seed features inside (the result's `inv_norm`)
                  )->tuple: # (slot (B, N) long: g*K + k for seed pixels, -1 elsewhere; most k-means iterations run[, result])
     "Cluster the seed features of every prototype set into `pg.k` clusters in one call on the compacted seeds."
     B, N, D = fn.shape
@@ -102,7 +104,7 @@ def cluster_seeds(fn:torch.Tensor, # (B, N, D) unit-norm pixel features
     table[pg.set_img, pg.set_row] = torch.arange(G, device=fn.device)
     block = torch.arange(B, device=fn.device) if pg.n_blocks == B else torch.zeros(B, dtype=torch.long, device=fn.device)
     row = torch.where(ss >= 0, pg.set_row[ss.clamp_min(0)], -1).view(B, N)
-    km = kmeans_image_groups(fn, row, block, table, G, k, n_iters=n_iters, seed=seed, tol=tol, scale=scale)
+    km = kmeans_image_groups(fn, row, block, table, G, k, n_iters=n_iters, seed=seed, tol=tol, scale=scale, normalise=normalise)
     slot = torch.where(km.assign.view(-1) >= 0, slot + km.assign.view(-1), -1)
     return (slot.view(B, N), int(km.n_iters)) + ((km,) if return_result else ())
 
@@ -205,6 +207,50 @@ class ProtoOutput(NamedTuple):
     km_group_iters:torch.Tensor|None = None # (G,) k-means iterations each prototype set ran (None when K = 1)
     ot_group_iters:torch.Tensor|None = None # (P',) Sinkhorn iterations each solved group needed (None without OT)
 
+# %% ../nbs/05_prototypes.ipynb #a7c3e91f
+class _KnownInvNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, f, inv):
+        ctx.save_for_backward(f, inv)
+        return inv.clone()
+    @staticmethod
+    def backward(ctx, g):                                # d(1/‖x‖)/dx = −x/‖x‖³ (0 where the value is 0)
+        f, inv = ctx.saved_tensors
+        return -(g * inv ** 3).unsqueeze(1) * f, None
+
+def known_inv_norm(f:torch.Tensor, # (B, D, N) channels-first features
+                   inv:torch.Tensor # (B, N) 1/‖f‖ already taken (e.g. by the k-means), 0 for pixels left out
+                  )->torch.Tensor: # `inv` with the gradient of 1/‖f‖ with respect to `f`
+    "Reuse norms taken elsewhere (no second pass over the features) while keeping their gradient."
+    if not (torch.is_grad_enabled() and f.requires_grad): return inv.to(f.dtype)
+    return _KnownInvNorm.apply(f, inv.to(f.dtype))
+
+class _KnownPrototypes(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, fn, inv, protos, slot, pg):
+        ctx.save_for_backward(fn, inv, slot)
+        ctx.pg, ctx.n = pg, protos.shape[0]
+        return protos.clone()
+    @staticmethod
+    def backward(ctx, g):                                # the gradient of `cluster_prototypes`, recomputed
+        fn, inv, slot = ctx.saved_tensors
+        need = ctx.needs_input_grad[:2]
+        with torch.enable_grad():
+            f, i = fn.detach().requires_grad_(need[0]), inv.detach().requires_grad_(need[1])
+            p, _ = cluster_prototypes(f, slot, ctx.n, ctx.pg, i)
+            grads = iter(torch.autograd.grad(p, [t for t, n in zip((f, i), need) if n], g))
+        return (next(grads) if need[0] else None, next(grads) if need[1] else None, None, None, None)
+
+def known_prototypes(fn:torch.Tensor, # (B, N, D) pixel features (any strides), scaled by `inv` to unit norm
+                     inv:torch.Tensor, # (B, N) 1/‖f‖ per pixel
+                     protos:torch.Tensor, # (G*K, D) the value: the k-means centres of the final assignment
+                     slot:torch.Tensor, # (B, N) long cluster slot of each seed pixel, -1 elsewhere
+                     pg:ProtoGroups # from `make_groups`
+                    )->torch.Tensor: # `protos`, with the gradient of `cluster_prototypes(fn, slot, ..., pg, inv)`
+    "The k-means centres are the prototypes (normalised mean of each cluster): use them, and differentiate as `cluster_prototypes`."
+    if not (torch.is_grad_enabled() and (fn.requires_grad or inv.requires_grad)): return protos.to(fn.dtype)
+    return _KnownPrototypes.apply(fn, inv, protos.to(fn.dtype), slot, pg)
+
 # %% ../nbs/05_prototypes.ipynb #a5840ad8
 def _pixel_norm(f:torch.Tensor, # (B, D, N) channels-first features
                 chunk:int=64 # channels per step
@@ -248,10 +294,14 @@ def prototype_cams(feat:torch.Tensor, # (B, D, h, w) hierarchical feature
     pg = make_groups(labels, seeds, k, scope)
     groups, G = pg.groups, len(pg.set_cls)
     fn = feat.flatten(2).transpose(1, 2)                                                 # (B, N, D) view, no copy
-    inv = 1 / _pixel_norm(feat.flatten(2)).clamp_min(1e-12)                               # (B, N): fn·inv is unit
     with record_function('pot_nb.kmeans'):                                                # labels for profilers
-        slot, n_iters, km = cluster_seeds(fn.detach(), pg, kmeans_iters, kmeans_tol, seed, scale=inv.detach(), return_result=True)
-    protos, counts = cluster_prototypes(fn, slot, G * k, pg, inv)                         # (G*K, D), (G*K,)
+        slot, n_iters, km = cluster_seeds(fn.detach(), pg, kmeans_iters, kmeans_tol, seed, return_result=True, normalise=True)
+    if km is None:                                       # K = 1 (or no seed): no k-means ran
+        inv = 1 / _pixel_norm(feat.flatten(2)).clamp_min(1e-12)                           # (B, N): fn·inv is unit
+        protos, counts = cluster_prototypes(fn, slot, G * k, pg, inv)                     # (G*K, D), (G*K,)
+    else:                                                # norms and prototypes are by-products of the k-means
+        inv = known_inv_norm(feat.flatten(2), km.inv_norm)                               # 0 off the seeds (invalid pixels)
+        protos, counts = known_prototypes(fn, inv, km.centers.reshape(G * k, D), slot, pg), km.counts.reshape(-1)
     sim = group_similarity(fn, protos, pg, inv)                                           # (P, N, K)
     valid_k = (counts > 0).view(G, k)[pg.set_of]                                         # (P, K)
     mask = pix[groups[:, 0]]                                                             # (P, N)

@@ -288,10 +288,14 @@ def test_kmeans_image_groups_matches_kmeans_groups(layout, chunk, monkeypatch):
     table = torch.tensor([[0, 1, 2], [3, 4, -1], [5, 6, 7]])
     block = torch.arange(B)
     fn = f if layout == 'rows' else f.transpose(1, 2).contiguous().transpose(1, 2)
-    if chunk: monkeypatch.setattr(cluster._Tiles.from_maps.__func__, '__defaults__', (None, 64, 1))   # one image per chunk
+    if chunk: monkeypatch.setattr(cluster._Tiles.from_maps.__func__, '__defaults__', (None, 64, 1, False))   # one image per chunk
     scale = 1 / f.norm(dim=-1)
     res = kmeans_image_groups(fn, row, block, table, 8, k, seed=1, tol=1e-10, scale=scale)
     gid = torch.where(row >= 0, table[block[:, None], row.clamp_min(0)], -1)
     ref = kmeans_groups(f.reshape(B * N, D), gid.view(-1), 8, k, seed=1, tol=1e-10, scale=scale.view(-1))
     torch.testing.assert_close(res.centers, ref.centers, rtol=0, atol=1e-10)
     assert torch.equal(res.assign.view(-1), ref.assign) and torch.equal(res.counts, ref.counts)
+    own = kmeans_image_groups(fn, row, block, table, 8, k, seed=1, tol=1e-10, normalise=True)   # norms taken inside
+    torch.testing.assert_close(own.centers, ref.centers, rtol=0, atol=1e-10)
+    assert torch.equal(own.assign, res.assign) and torch.equal(own.counts, res.counts)
+    torch.testing.assert_close(own.inv_norm, torch.where(gid >= 0, scale, 0.), rtol=1e-12, atol=0)   # 0 off the groups

@@ -222,8 +222,10 @@ def test_property_random_inputs(B, C, h, w, k, scope, marg, seed):
     assert torch.isfinite(out.cams).all() and torch.isfinite(out.weight).all()
     assert out.cams[~present].abs().sum() == 0 and out.weight[~present].abs().sum() == 0
     assert 0 <= out.cams.min() and out.cams.max() <= 1 and 0 <= out.weight.min() and out.weight.max() <= 1
-    peak = out.cams.flatten(2).amax(-1)[present]                 # a present map peaks at 1 or is empty (0)
-    assert ((peak > 0.99) | (peak == 0)).all()
+    fn = F.normalize(feat.flatten(2).transpose(1, 2), dim=-1)   # the maps are max_norm(Σ_k q·relu(cos)) of the prototypes
+    sim = group_similarity(fn, out.protos.reshape(-1, feat.shape[1]), make_groups(labels, out.seeds, k, scope))
+    raw = assemble_cams((out.q * sim.clamp_min(0)).sum(-1), out.groups, out.cams.shape, normalise=False)
+    torch.testing.assert_close(out.cams, max_norm(raw), rtol=1e-4, atol=1e-5)
     live = out.q.sum(-1)
     assert torch.allclose(live[live > 0], torch.ones_like(live[live > 0]), atol=1e-3)   # q rows are distributions
 
@@ -244,3 +246,22 @@ def test_prototypes_and_similarities_from_unnormalised_views():
         p1, c1 = cluster_prototypes(raw, slot, n, pg, 1 / raw.norm(dim=-1))
         torch.testing.assert_close(p0, p1); assert torch.equal(c0, c1)
         torch.testing.assert_close(group_similarity(fn, p0, pg), group_similarity(raw, p0, pg, 1 / raw.norm(dim=-1)))
+
+
+def test_reused_norms_and_prototypes_keep_the_reference_gradient():
+    "prototype_cams takes the norms and prototypes from its k-means; values and gradients equal the differentiable formulas."
+    g = torch.Generator().manual_seed(3)
+    feat = (torch.randn(2, 8, 6, 6, generator=g, dtype=torch.float64) * 2).requires_grad_()
+    cam = torch.randn(2, 3, 6, 6, generator=g, dtype=torch.float64) * 3
+    labels = torch.tensor([[1., 0., 1.], [0., 1., 1.]], dtype=torch.float64)
+    wt = torch.rand(2, 4, 6, 6, generator=g, dtype=torch.float64)
+    out = prototype_cams(feat, cam, labels, n_clusters=2)
+    (got,) = torch.autograd.grad((out.cams * wt).sum(), feat)
+    fn, inv = feat.flatten(2).transpose(1, 2), 1 / feat.flatten(2).norm(dim=1)
+    pg = make_groups(labels, out.seeds, 2)
+    protos, counts = cluster_prototypes(fn, out.slot.flatten(1), out.protos.shape[0] * 2, pg, inv)
+    torch.testing.assert_close(protos.view_as(out.protos), out.protos, rtol=0, atol=1e-12)
+    assert torch.equal(counts.view_as(out.counts), out.counts)
+    raw = assemble_cams((out.q * group_similarity(fn, protos, pg, inv).clamp_min(0)).sum(-1), out.groups, out.cams.shape, normalise=False)
+    (ref,) = torch.autograd.grad((max_norm(raw) * wt).sum(), feat)
+    torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-12)
