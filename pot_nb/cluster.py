@@ -88,15 +88,16 @@ class _Tiles:
             w = (p >= 0).to(fn.dtype)
             if scale is not None: w = w * scale[b0:b1].reshape(-1)[p.clamp_min(0)].to(fn.dtype)
             if rowwise:                                        # rows are contiguous: one gather of rows
-                x = fn[b0:b1].reshape(-1, D).index_select(0, p.clamp_min(0)).mul_(w[:, None])
+                x = fn[b0:b1].reshape(-1, D).index_select(0, p.clamp_min(0))
             else:                                              # channels-first maps: transpose image by image (a
                 buf = fn.new_empty(b1 - b0, N, D)              # blocked 2-d copy, much faster than gathering columns)
                 for i in range(b1 - b0): buf[i].copy_(fn[b0 + i])
-                x = buf.view(-1, D).index_select(0, p.clamp_min(0)).mul_(w[:, None])
-            if normalise:                                      # zero rows (padding, zero features) keep 1/‖x‖ = 0
+                x = buf.view(-1, D).index_select(0, p.clamp_min(0))
+            if normalise:                                      # padding rows and zero features get 1/‖x‖ = 0
                 nrm = torch.linalg.vector_norm(x, dim=-1)
-                iv = torch.where(nrm > 0, 1 / nrm.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(nrm))
-                x.mul_(iv[:, None]); invs.append(iv)
+                w = torch.where((p >= 0) & (nrm > 0), 1 / nrm.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(nrm))
+                invs.append(w)
+            x.mul_(w[:, None])                                 # one pass: mask (and scale) the padding rows
             chunks.append((x.view(nT, T, D), torch.repeat_interleave(torch.arange(n_groups, device=dev), nt)))
             pix.append(torch.where(p >= 0, p + b0 * N, -1))
         pix = torch.cat(pix) if pix else torch.zeros(0, dtype=torch.long, device=dev)
@@ -313,7 +314,7 @@ def kmeans_image_groups(fn:torch.Tensor, # (B, N, D) pixel features, any strides
                         scale:torch.Tensor|None=None, # (B, N) 1/‖x‖ per pixel; None: the features are unit-norm
                         normalise:bool=False # take the norms of the grouped pixels here (and return them as `inv_norm` (B, N))
                        )->KMeansResult: # centers (G, k, D), assign (B, N) -1 outside the groups, counts (G, k)
-    "`batched_kmeans` on groups of pixels of feature maps, straight on the maps: no gather, no copy of the features."
+    "`batched_kmeans` on groups of pixels of feature maps (any strides): one gather of the grouped pixels into tiles, nothing per group."
     B, N, D = fn.shape
     if not fn.is_floating_point() or fn.dtype not in (torch.float32, torch.float64):
         raise TypeError(f'kmeans_image_groups: fn must be float32 or float64, got {fn.dtype}')
