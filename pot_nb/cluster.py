@@ -4,14 +4,14 @@
 
 # %% ../nbs/03_cluster.ipynb #ab770c4a
 from __future__ import annotations
-import math
+import math, threading
 from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['kmeans_pp_init', 'KMeansResult', 'batched_kmeans', 'kmeans_groups', 'kmeans_image_groups', 'PackedGroups',
-           'pack_groups', 'unpack_groups']
+__all__ = ['release_workspace', 'kmeans_pp_init', 'KMeansResult', 'batched_kmeans', 'kmeans_groups', 'kmeans_image_groups',
+           'PackedGroups', 'pack_groups', 'unpack_groups']
 
 # %% ../nbs/03_cluster.ipynb #f10674d9
 def _prepare(x:torch.Tensor, mask:torch.Tensor|None, k:int, fn:str):
@@ -38,97 +38,104 @@ def _tile_plan(g:torch.Tensor, n_groups:int, T:int):
     dst = first[g] * T + torch.arange(len(g), device=g.device) - (torch.cumsum(n, 0) - n)[g]
     return dst, nt
 
+class _Workspace(threading.local):
+    "Per-thread CPU buffers reused from call to call (see `release_workspace`)."
+    def __init__(self): self.bufs = {}
+
+_ws = _Workspace()
+
+def _workspace(name:str, shape:tuple, dtype:torch.dtype, device:torch.device)->torch.Tensor:
+    """An uninitialised tensor of `shape` for a temporary of this module. On a CPU it is a view of a buffer kept
+    between calls: a fresh block of tens of MB costs a page fault per 4 KiB on first touch, which on some
+    (virtual) machines takes as long as the k-means itself. Elsewhere (CUDA has a caching allocator) a new tensor."""
+    if torch.device(device).type != 'cpu': return torch.empty(shape, dtype=dtype, device=device)
+    n = math.prod(shape)
+    buf = _ws.bufs.get((name, dtype))
+    if buf is None or buf.numel() < n:
+        buf = torch.empty(max(n, 1), dtype=dtype)
+        _ws.bufs[(name, dtype)] = buf
+    return buf[:n].view(shape)
+
+def release_workspace()->int:
+    "Free the CPU buffers that the k-means keeps between calls (this thread's); returns the bytes released."
+    n = sum(b.numel() * b.element_size() for b in _ws.bufs.values())
+    _ws.bufs.clear()
+    return n
+
 class _Tiles:
     """Points of `G` groups compacted into tiles of `T` rows, each tile holding points of one group (members in their
-    order, zero rows as padding), stored as one or a few chunks of tiles."""
-    def __init__(self, chunks, n_groups, D, T, pix, n_in, inv=None):
-        self.chunks, self.G, self.D, self.T, self.n_in = chunks, n_groups, D, T, n_in   # chunks: [(x (nT, T, D), grp (nT,))]
+    order, zero rows as padding); `x` (nT, T, D) may be a view of the workspace, valid until the next gather."""
+    def __init__(self, x, grp, n_groups, pix, n_in, inv=None):
+        self.x, self.grp, self.G, self.n_in = x, grp, n_groups, n_in   # grp (nT,): group of each tile
+        self.T, self.D = x.shape[1], x.shape[2]
         self.inv = inv                                         # (n_pts,) 1/‖x‖ of each tile row if normalised here
-        self.off = [0]
-        for x, _ in chunks: self.off.append(self.off[-1] + x.shape[0] * T)
         self.pix = pix                                         # (n_pts,) input row of each tile row, -1 = padding
         self.valid = pix >= 0
-        grp = torch.cat([g.repeat_interleave(T) for _, g in chunks]) if chunks else pix.new_zeros(0)
-        self.gid = torch.where(self.valid, grp, -1)
+        self.gid = torch.where(self.valid, grp.repeat_interleave(self.T), -1)
 
     @classmethod
     def from_rows(cls, xf, gid, n_groups, scale=None, T=64):
-        "One chunk gathered from the rows `xf` (M, D) of the groups `gid` (M,), scaled by `scale` (1/‖x‖) if given."
+        "Tiles gathered from the rows `xf` (M, D) of the groups `gid` (M,), scaled by `scale` (1/‖x‖) if given."
         dev, D = xf.device, xf.shape[1]
         src = (gid >= 0).nonzero()[:, 0]
-        order = torch.argsort(gid[src], stable=True)           # members keep their order inside a group
-        src = src[order]
+        src = src[torch.argsort(gid[src], stable=True)]        # members keep their order inside a group
         dst, nt = _tile_plan(gid[src], n_groups, T)
         nT = int(nt.sum()) if n_groups else 0
         pix = torch.full((nT * T,), -1, dtype=torch.long, device=dev).index_copy_(0, dst, src)
         w = (pix >= 0).to(xf.dtype) if scale is None else torch.zeros(nT * T, dtype=xf.dtype, device=dev).index_copy_(0, dst, scale[src])
-        x = xf.index_select(0, pix.clamp_min(0)).mul_(w[:, None]).view(nT, T, D)
-        return cls([(x, torch.repeat_interleave(torch.arange(n_groups, device=dev), nt))], n_groups, D, T, pix, xf.shape[0])
+        x = torch.index_select(xf, 0, pix.clamp_min(0), out=_workspace('tiles', (nT * T, D), xf.dtype, dev)).mul_(w[:, None])
+        return cls(x.view(nT, T, D), torch.repeat_interleave(torch.arange(n_groups, device=dev), nt), n_groups, pix, xf.shape[0])
 
     @classmethod
     def from_maps(cls, fn, gid, n_groups, scale=None, T=64, chunk_bytes=8 * 2 ** 20, normalise=False):
-        """Chunks of whole images gathered from pixel features `fn` (B, N, D) (any strides: rows or channels-first
-        maps) with groups `gid` (B, N). On a CPU a chunk holds as many images as fit in `chunk_bytes`: the allocator
-        recycles blocks that small, while a fresh large block costs page faults (on some virtual machines as much
-        as the whole k-means). `normalise`: scale the gathered rows to unit norm here (their norms are cheap to take
-        once the rows are contiguous) and keep `1/‖x‖` of each row in `.inv`."""
+        """Tiles gathered from pixel features `fn` (B, N, D) (any strides: rows or channels-first maps) with groups
+        `gid` (B, N), a few images at a time (as many as fit in `chunk_bytes` on a CPU: channels-first maps are
+        transposed image by image into a small buffer first, a blocked copy much faster than gathering columns).
+        Each chunk's tiles follow the previous chunk's, so a group spread over several images (scope 'batch') may
+        own tiles in several places. `normalise`: scale the gathered rows to unit norm here (their norms are cheap
+        to take once the rows are contiguous) and keep `1/‖x‖` of each row in `.inv`."""
         B, N, D = fn.shape
         dev = fn.device
-        per = max(1, chunk_bytes // max(1, (N + T) * D * fn.element_size())) if dev.type == 'cpu' else B
+        per = max(1, chunk_bytes // max(1, N * D * fn.element_size())) if dev.type == 'cpu' else B
         rowwise = fn.stride(2) == 1 and (N == 1 or fn.stride(1) == D) and (B == 1 or fn.stride(0) == N * D)
-        chunks, pix, invs = [], [], []
-        for b0 in range(0, B, per):
-            b1 = min(b0 + per, B)
-            g = gid[b0:b1].reshape(-1)
+        plans = []
+        for b0 in range(0, B, per):                            # plan every chunk: tile row of each member
+            g = gid[b0:min(b0 + per, B)].reshape(-1)
             src = (g >= 0).nonzero()[:, 0]
             src = src[torch.argsort(g[src], stable=True)]      # members keep their order inside a group
             dst, nt = _tile_plan(g[src], n_groups, T)
-            nT = int(nt.sum())
-            p = torch.full((nT * T,), -1, dtype=torch.long, device=dev).index_copy_(0, dst, src)
+            plans.append((b0, torch.full((int(nt.sum()) * T,), -1, dtype=torch.long, device=dev).index_copy_(0, dst, src), nt))
+        n_pts = sum(len(p) for _, p, _ in plans)
+        x = _workspace('tiles', (n_pts, D), fn.dtype, dev)
+        ws, off = [], 0
+        for b0, p, _ in plans:
+            b1, out = min(b0 + per, B), x[off:off + len(p)]
+            if rowwise: torch.index_select(fn[b0:b1].reshape(-1, D), 0, p.clamp_min(0), out=out)
+            else:
+                buf = _workspace('transpose', (b1 - b0, N, D), fn.dtype, dev)
+                for i in range(b1 - b0): buf[i].copy_(fn[b0 + i])
+                torch.index_select(buf.view(-1, D), 0, p.clamp_min(0), out=out)
             w = (p >= 0).to(fn.dtype)
             if scale is not None: w = w * scale[b0:b1].reshape(-1)[p.clamp_min(0)].to(fn.dtype)
-            if rowwise:                                        # rows are contiguous: one gather of rows
-                x = fn[b0:b1].reshape(-1, D).index_select(0, p.clamp_min(0))
-            else:                                              # channels-first maps: transpose image by image (a
-                buf = fn.new_empty(b1 - b0, N, D)              # blocked 2-d copy, much faster than gathering columns)
-                for i in range(b1 - b0): buf[i].copy_(fn[b0 + i])
-                x = buf.view(-1, D).index_select(0, p.clamp_min(0))
             if normalise:                                      # padding rows and zero features get 1/‖x‖ = 0
-                nrm = torch.linalg.vector_norm(x, dim=-1)
-                w = torch.where((p >= 0) & (nrm > 0), 1 / nrm.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(nrm))
-                invs.append(w)
-            x.mul_(w[:, None])                                 # one pass: mask (and scale) the padding rows
-            chunks.append((x.view(nT, T, D), torch.repeat_interleave(torch.arange(n_groups, device=dev), nt)))
-            pix.append(torch.where(p >= 0, p + b0 * N, -1))
-        pix = torch.cat(pix) if pix else torch.zeros(0, dtype=torch.long, device=dev)
-        inv = (torch.cat(invs) if invs else fn.new_zeros(0)) if normalise else None
-        return cls(chunks, n_groups, D, T, pix, B * N, inv)
+                nrm = torch.linalg.vector_norm(out, dim=-1)
+                w = torch.where((p >= 0) & (nrm > 0), 1 / nrm.clamp_min(torch.finfo(fn.dtype).tiny), torch.zeros_like(nrm))
+            out.mul_(w[:, None])                               # one pass: mask (and scale) the padding rows
+            ws.append(w)
+            off += len(p)
+        pix = torch.cat([torch.where(p >= 0, p + b0 * N, -1) for b0, p, _ in plans]) if plans else torch.zeros(0, dtype=torch.long, device=dev)
+        grp = torch.cat([torch.repeat_interleave(torch.arange(n_groups, device=dev), nt) for _, _, nt in plans]) if plans \
+            else torch.zeros(0, dtype=torch.long, device=dev)
+        inv = (torch.cat(ws) if ws else fn.new_zeros(0)) if normalise else None
+        return cls(x.view(-1, T, D), grp, n_groups, pix, B * N, inv)
 
-    def own(self, V, active=None):                             # (n_pts, k') cosine of each point with its group's V
-        k, T, out = V.shape[1], self.T, []
-        for x, grp in self.chunks:
-            nT = x.shape[0]
-            if active is not None and self.pix.device.type == 'cpu':
-                on = active[grp]
-                if int(on.sum()) * 2 < nT:                     # few tiles left: only those (a small copy)
-                    o = V.new_zeros(nT, T, k)
-                    idx = on.nonzero()[:, 0]
-                    if len(idx): o[idx] = torch.bmm(x[idx], V[grp[idx]].transpose(1, 2))
-                    out.append(o.view(nT * T, k)); continue
-            out.append(torch.bmm(x, V[grp].transpose(1, 2)).view(nT * T, k))
-        return torch.cat(out) if out else V.new_zeros(0, k)
+    def own(self, V):                                          # (n_pts, k') cosine of each point with its group's V
+        return torch.bmm(self.x, V.index_select(0, self.grp).transpose(1, 2)).view(-1, V.shape[1])
     def sums(self, slot, k):                                   # (G·k, D) sums of the points of each slot
-        S = torch.zeros(self.G * k, self.D, dtype=self.chunks[0][0].dtype if self.chunks else torch.float32, device=slot.device)
-        for c, (x, _) in enumerate(self.chunks):               # padding rows are zero vectors
-            S.index_add_(0, slot[self.off[c]:self.off[c + 1]], x.view(-1, self.D))
-        return S
+        S = torch.zeros(self.G * k, self.D, dtype=self.x.dtype, device=slot.device)
+        return S.index_add_(0, slot, self.x.view(-1, self.D))  # padding rows are zero vectors
     def rows(self, idx):                                       # (len(idx), D) points at tile rows `idx`
-        if len(self.chunks) == 1: return self.chunks[0][0].view(-1, self.D)[idx]
-        out = self.chunks[0][0].new_empty(len(idx), self.D)
-        for c, (x, _) in enumerate(self.chunks):
-            m = (idx >= self.off[c]) & (idx < self.off[c + 1])
-            if bool(m.any()): out[m] = x.view(-1, self.D)[idx[m] - self.off[c]]
-        return out
+        return self.x.view(-1, self.D).index_select(0, idx)
     def scatter(self, a, fill=-1):                             # per-point values back to the input rows
         out = torch.full((self.n_in,), fill, dtype=a.dtype, device=a.device)
         out[self.pix[self.valid]] = a[self.valid]
@@ -177,25 +184,48 @@ def _init_layout(lay, k:int, seed:int, L:int, dt, return_sims:bool=False):
         w = torch.where(lay.valid & (d > dup), d, torch.zeros_like(d))
     return (centers, sims) if return_sims else centers
 
+def _nearest(x:torch.Tensor, C:torch.Tensor, cvalid:torch.Tensor, grp:torch.Tensor)->torch.Tensor:
+    """Nearest non-empty centre of every row of the tiles `x` (n, T, D) of groups `grp` (n,), given the groups' centres
+    `C` (G, k, D) and which are non-empty (G, k): argmax of the k − 1 products x·(c_j − c_last) and 0, one column
+    fewer than x·c_j (empty centres are zero rows and masked, so the last centre need not be non-empty)."""
+    n, T, _ = x.shape
+    k = C.shape[1]
+    if k == 1: return x.new_zeros(n, T, dtype=torch.long)
+    W = (C[:, :-1] - C[:, -1:]).index_select(0, grp)                                  # (n, k - 1, D)
+    d = torch.cat([torch.bmm(x, W.transpose(1, 2)), x.new_zeros(n, T, 1)], -1)         # (n, T, k)
+    return d.masked_fill_(~cvalid.index_select(0, grp)[:, None, :], -math.inf).argmax(-1)
+
 def _lloyd_layout(lay, C:torch.Tensor, n_iters:int, tol:float, sims:torch.Tensor|None=None)->tuple:
     """Lloyd steps, each group frozen once its centres move at most `tol`: (C, assign (n_pts,) -1 = none, counts (G, k),
-    iterations, group iterations). `sims` (n_pts, k): the points' cosines with `C` if known (the k-means++ computed them)."""
+    iterations, group iterations). `sims` (n_pts, k): the points' cosines with `C` if known (the k-means++ computed them).
+    Later steps read only the tiles of groups still moving: when they fall to half of the tiles read, those tiles are
+    copied together (one copy, then every later step reads less)."""
     G, k, D = C.shape
-    dev = C.device
+    dev, T = C.device, lay.T
     valid, gc = lay.valid, lay.gid.clamp_min(0)
     cvalid = C.abs().sum(-1) > 0                               # (G, k) non-empty clusters
     active = torch.bincount(lay.gid[valid], minlength=G) > 0   # groups still iterating
     giters = torch.zeros(G, dtype=torch.long, device=dev)
+    x, tg, tix = lay.x, lay.grp, None                          # tiles read, their groups, their index in lay.x
+    ar = torch.arange(T, device=dev)
     a_old = sums = counts = None
     it = 0
     for it in range(1, n_iters + 1):
-        s = sims if (a_old is None and sims is not None) else lay.own(C, None if a_old is None else active)
-        a = s.masked_fill_(~cvalid[gc], -math.inf).argmax(-1)                       # (n_pts,)
-        if a_old is None:                                      # first step: full sums
+        if a_old is None:                                      # first step: all points, full sums
+            s = sims if sims is not None else lay.own(C)
+            a = s.masked_fill_(~cvalid[gc], -math.inf).argmax(-1)                   # (n_pts,)
             slot = gc * k + a
             sums = lay.sums(slot, k)
             counts = torch.bincount(slot[valid], minlength=G * k)
         else:                                                  # frozen groups keep their points; move the rest
+            on = active[tg]
+            if int(on.sum()) * 2 <= len(tg):                   # compact: copy the moving groups' tiles together
+                keep = on.nonzero()[:, 0]
+                tix = keep if tix is None else tix[keep]
+                x = torch.index_select(lay.x, 0, tix, out=_workspace('moving', (len(tix), T, D), x.dtype, dev))
+                tg = tg[keep]
+            na = _nearest(x, C, cvalid, tg).view(-1)
+            a = na if tix is None else a_old.index_copy(0, (tix[:, None] * T + ar).view(-1), na)
             a = torch.where(active[gc], a, a_old)
             i = (valid & (a != a_old)).nonzero()[:, 0]
             if len(i):

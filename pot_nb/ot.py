@@ -58,24 +58,27 @@ def _sinkhorn_exp(S, a, b, pb, n_iters, tol, check_every):
     r = torch.where(torch.isfinite(r), r, torch.zeros_like(r))
     Kt = torch.exp(St - r)                                     # entries in [e^-spread, 1], 0 for forbidden pairs
     tiny = torch.finfo(S.dtype).tiny
-    # u = a / (K v), v = b / (Kᵀ u); a zero denominator only meets a zero mass (0 / tiny = 0), anything else
-    # overflows and is caught below
-    def rows(v): return a / torch.bmm(v[:, None, :], Kt)[:, 0].clamp_min_(tiny)
-    def cols(u): return (Kt * u[:, None, :]).sum(2)            # column sums of diag(u)·K
-    u = rows(pb.to(S.dtype))
-    c = cols(u)
+    Ka = Kt * a[:, None, :]                                    # the row masses folded into the kernel once
+    # u = a / (K v) and the column sums Kᵀu = (K·diag(a))ᵀ (1 / K v): two products and a reciprocal per iteration.
+    # A zero denominator only meets a zero mass (0 · 1/tiny = 0); anything else overflows and is caught below.
+    def cols(v):                                               # v (P, 1, K) → (column sums (P, K, 1), 1/(K v) (P, 1, N))
+        rden = torch.bmm(v, Kt).clamp_min_(tiny).reciprocal_()
+        return torch.bmm(Ka, rden.transpose(1, 2)), rden
+    b3 = b[:, :, None]
+    v = pb.to(S.dtype)[:, None, :]
+    c, rden = cols(v)
     err, it = math.inf, 0
     done = torch.zeros(S.shape[0], dtype=torch.long, device=S.device)   # iteration at which each group met tol
     for it in range(1, n_iters + 1):
-        v = b / c.clamp_min_(tiny)
-        u = rows(v)
-        c = cols(u)
+        v = (b3 / c.clamp_min_(tiny)).transpose(1, 2)
+        c, rden = cols(v)
         if it % check_every == 0 or it == n_iters:
-            e = (c * v - b).abs().sum(-1)                      # (P,) error of every group
+            e = (c[..., 0] * v[:, 0] - b).abs().sum(-1)        # (P,) error of every group
             done = torch.where((done == 0) & (e <= tol), it, done)
             err = e.amax().item() if b.numel() else 0.
             if not math.isfinite(err): return None             # overflow: leave it to the log domain
             if err <= tol: break
+    u, v = a * rden[:, 0], v[:, 0]
     plan = (u[:, None, :] * Kt * v[:, :, None]).transpose(1, 2).contiguous()
     if not bool(torch.isfinite(plan).all()): return None
     lu = torch.where(u > 0, torch.log(u.clamp_min(tiny)) - r[:, 0], torch.full_like(u, -math.inf))   # log potentials

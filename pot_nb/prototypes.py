@@ -263,6 +263,14 @@ def _pixel_norm(f:torch.Tensor, # (B, D, N) channels-first features
     return acc.sqrt()
 
 # %% ../nbs/05_prototypes.ipynb #28a9efaf
+def _argmax_last(x:torch.Tensor)->torch.Tensor:
+    "`x.argmax(-1)` (first maximum) for a short last axis of any stride: K − 1 comparisons (argmax over a strided axis is slow on CPUs)."
+    best, idx = x[..., 0], torch.zeros(x.shape[:-1], dtype=torch.long, device=x.device)
+    for j in range(1, x.shape[-1]):
+        up = x[..., j] > best
+        best, idx = torch.where(up, x[..., j], best), idx.masked_fill(up, j)
+    return idx
+
 def prototype_cams(feat:torch.Tensor, # (B, D, h, w) hierarchical feature
                    cam:torch.Tensor, # (B, C, h, w) raw classifier CAM on the same grid
                    labels:torch.Tensor, # (B, C) multi-hot image labels
@@ -313,13 +321,13 @@ def prototype_cams(feat:torch.Tensor, # (B, D, h, w) hierarchical feature
         with record_function('pot_nb.ot'):
             q, ot_iters, info = cluster_assignment(sim, mask, valid_k, marginals, eps, tau, sinkhorn_iters, sinkhorn_tol, True)
     else:
-        best = sim.detach().masked_fill(~valid_k[:, None, :], -float('inf')).argmax(-1)
+        best = _argmax_last(sim.detach().masked_fill(~valid_k[:, None, :], -float('inf')))
         q = F.one_hot(best, k).to(sim.dtype) * live[..., None]
     m = (q * torch.relu(sim)).sum(-1)                                                    # (P, N)
     shape = (B, C1, h, w)
     wgt = assignment_confidence(q, valid_k) if (k > 1 and use_ot) else torch.ones_like(m)
     weight = assemble_cams((wgt * live).detach(), groups, shape, normalise=False)
-    am = torch.where(live > 0, q.argmax(-1), -1)
+    am = torch.where(live > 0, _argmax_last(q), -1)
     assign = torch.full((B, C1, N), -1, dtype=torch.long, device=feat.device)
     assign[groups[:, 0], groups[:, 1]] = am
     return ProtoOutput(assemble_cams(m, groups, shape), weight, seeds, assign.view(shape), slot.view(B, h, w), q, groups,
