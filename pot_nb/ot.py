@@ -51,29 +51,32 @@ def _exp_limit(dt:torch.dtype)->float:
     "Largest spread `max_k S_ik − S_ij` of the log-kernel within a row for which the exp-domain iteration is safe."
     return 0.5 * math.log(1 / torch.finfo(dt).tiny)        # float32: 43.7, float64: 354
 
-def _sinkhorn_exp(S, a, b, pb, n_iters, tol, check_every):
-    "Multiplicative Sinkhorn on the row-stabilised kernel exp(S − max_k S); None if it stopped being finite."
+def _sinkhorn_exp(S, a, b, pb, n_iters, tol, check_every, positive=False):
+    """Multiplicative Sinkhorn on the row-stabilised kernel exp(S − max_k S); None if it stopped being finite.
+    `positive`: every pair is allowed and every group has mass, so no denominator can be zero (no clamping)."""
     St = S.transpose(1, 2).contiguous()                        # (P, K, N): both products below read rows of N
     r = St.amax(1, keepdim=True)                               # (P, 1, N) row maxima, -inf for forbidden rows
     r = torch.where(torch.isfinite(r), r, torch.zeros_like(r))
     Kt = torch.exp(St - r)                                     # entries in [e^-spread, 1], 0 for forbidden pairs
     tiny = torch.finfo(S.dtype).tiny
-    Ka = Kt * a[:, None, :]                                    # the row masses folded into the kernel once
-    # u = a / (K v) and the column sums Kᵀu = (K·diag(a))ᵀ (1 / K v): two products and a reciprocal per iteration.
-    # A zero denominator only meets a zero mass (0 · 1/tiny = 0); anything else overflows and is caught below.
-    def cols(v):                                               # v (P, 1, K) → (column sums (P, K, 1), 1/(K v) (P, 1, N))
-        rden = torch.bmm(v, Kt).clamp_min_(tiny).reciprocal_()
-        return torch.bmm(Ka, rden.transpose(1, 2)), rden
-    b3 = b[:, :, None]
+    KaT = (Kt * a[:, None, :]).transpose(1, 2)                 # (P, N, K) view: the row masses folded in once
+    # u = a / (K v) and the column sums Kᵀu = (K·diag(a))ᵀ (1 / K v): two products and a reciprocal per iteration,
+    # all in (P, 1, ·) shapes (no transposes). Unless `positive`, a zero denominator only meets a zero mass
+    # (0 · 1/tiny = 0); anything else overflows and is caught below.
+    clamp = (lambda t: t) if positive else (lambda t: t.clamp_min_(tiny))
+    def cols(v):                                               # v (P, 1, K) → (column sums (P, 1, K), 1/(K v) (P, 1, N))
+        rden = clamp(torch.bmm(v, Kt)).reciprocal_()
+        return torch.bmm(rden, KaT), rden
+    b1 = b[:, None, :]
     v = pb.to(S.dtype)[:, None, :]
     c, rden = cols(v)
     err, it = math.inf, 0
     done = torch.zeros(S.shape[0], dtype=torch.long, device=S.device)   # iteration at which each group met tol
     for it in range(1, n_iters + 1):
-        v = (b3 / c.clamp_min_(tiny)).transpose(1, 2)
+        v = b1 / clamp(c)
         c, rden = cols(v)
         if it % check_every == 0 or it == n_iters:
-            e = (c[..., 0] * v[:, 0] - b).abs().sum(-1)        # (P,) error of every group
+            e = (c * v - b1).abs().sum((1, 2))                 # (P,) error of every group
             done = torch.where((done == 0) & (e <= tol), it, done)
             err = e.amax().item() if b.numel() else 0.
             if not math.isfinite(err): return None             # overflow: leave it to the log domain
@@ -122,20 +125,25 @@ def sinkhorn(cost:torch.Tensor, # (P, N, K) transport costs (finite, or +inf for
     if n_iters < 1: raise ValueError(f'sinkhorn: n_iters must be at least 1, got {n_iters}')
     if domain not in ('auto', 'log', 'exp'): raise ValueError(f"sinkhorn: domain must be 'auto', 'log' or 'exp', got {domain!r}")
     dt = _float_dtype(cost)
-    S = -cost.to(dt) / eps                                     # log-kernel
+    S = cost.to(dt) * (-1 / eps)                               # log-kernel
     a, b = a.to(device=S.device, dtype=dt), b.to(device=S.device, dtype=dt)
     pa, pb = a > 0, b > 0
-    fin = torch.isfinite(S)
     if S.numel():
-        smax = torch.where(fin, S.abs(), torch.zeros_like(S)).amax().item()
-        hi = torch.where(fin, S, torch.full_like(S, -math.inf)).amax(2)         # row extremes over allowed pairs
-        lo = torch.where(fin, S, torch.full_like(S, math.inf)).amin(2)
-        spread = (hi - lo).masked_fill(~torch.isfinite(lo), 0).amax().item()
-    else: smax = spread = 0.
+        hi, lo = S.amax(2), S.amin(2)                          # row extremes
+        all_fin = bool((torch.isfinite(hi) & torch.isfinite(lo)).all())   # every pair allowed (no inf or NaN)
+        if not all_fin:                                        # extremes over the allowed pairs only
+            fin = torch.isfinite(S)
+            hi = torch.where(fin, S, torch.full_like(S, -math.inf)).amax(2)
+            lo = torch.where(fin, S, torch.full_like(S, math.inf)).amin(2)
+        okr = torch.isfinite(lo)
+        smax = torch.maximum(hi.abs(), lo.abs()).masked_fill(~okr, 0).amax().item()
+        spread = (hi - lo).masked_fill(~okr, 0).amax().item()
+    else: smax, spread, all_fin = 0., 0., False
     tol = max(float(tol), 4 * torch.finfo(dt).eps * (1 + smax))   # what this dtype can resolve
     out, used = None, 'log'
     if domain == 'exp' or (domain == 'auto' and spread <= _exp_limit(dt)):
-        out = _sinkhorn_exp(S, a, b, pb, n_iters, tol, check_every)
+        positive = all_fin and bool((pa.any(1) & pb.any(1)).all())
+        out = _sinkhorn_exp(S, a, b, pb, n_iters, tol, check_every, positive)
         if out is not None:
             plan, u, v, it, err, done = out
             used = 'exp'
@@ -173,12 +181,16 @@ def similarity_marginals(sim:torch.Tensor, # (P, N, K) cosine similarity of pixe
     "POT's similarity-aware marginals: `a_i ∝ exp(max_k sim_ik/τ)`, `b_k ∝ Σ_i a_i softmax_k(sim_ik/τ)`."
     mask, valid_k = _check_marg(sim, mask, valid_k, 'similarity_marginals')
     if not tau > 0: raise ValueError(f'similarity_marginals: tau must be positive, got {tau}')
-    s = sim / tau
-    keep = mask[:, :, None] & valid_k[:, None, :]                          # (P, N, K)
-    smax = s.masked_fill(~keep, -math.inf).amax(-1)                        # (P, N), -inf where nothing valid
-    a = _masked_softmax(torch.where(torch.isfinite(smax), smax, torch.zeros_like(smax)), torch.isfinite(smax), 1)
-    q = _masked_softmax(s, keep, 2)                                        # (P, N, K) soft assignment
-    b = torch.einsum('pn,pnk->pk', a, q)
+    st = sim.transpose(1, 2) / tau                                         # (P, K, N): reductions over K run along N
+    keep = mask[:, None, :] & valid_k[:, :, None]
+    z = st.masked_fill(~keep, -math.inf)
+    smax = z.amax(1)                                                       # (P, N), -inf where nothing valid
+    ok = torch.isfinite(smax)
+    sm = torch.where(ok, smax, torch.zeros_like(smax))
+    e = torch.exp(z - sm[:, None, :])                                      # 0 where not kept
+    a = _masked_softmax(sm, ok, 1)                                         # (P, N) pixel masses
+    w = a / torch.where(ok, e.sum(1), torch.ones_like(sm))                 # a_i / Σ_k e_ik
+    b = torch.bmm(e, w[:, :, None])[..., 0]                                # b_k = Σ_i a_i softmax_k(s_ik / τ)
     return a, b
 
 # %% ../nbs/04_ot.ipynb #52a67ea3

@@ -169,13 +169,17 @@ def cluster_assignment(sim:torch.Tensor, # (P, N, K) cosine similarities (detach
     if marginals not in ('similarity', 'uniform'):
         raise ValueError(f"marginals must be 'similarity' or 'uniform', got {marginals!r}")
     sim, mask, valid_k = sim.detach(), mask.bool(), valid_k.bool()
-    q = torch.zeros_like(sim)
     has = valid_k.any(-1) & mask.any(-1)
-    if not bool(has.any()): return (q, 0) + ((None,) if return_info else ())
-    s, m, vk = sim[has], mask[has], valid_k[has]
+    if not bool(has.any()): return (torch.zeros_like(sim), 0) + ((None,) if return_info else ())
+    every = bool(has.all())                              # usually: no copies of the groups
+    s, m, vk = (sim, mask, valid_k) if every else (sim[has], mask[has], valid_k[has])
     a, b = similarity_marginals(s, m, tau=tau, valid_k=vk) if marginals == 'similarity' else uniform_marginals(m, vk)
     T, info = sinkhorn(1 - s, a, b, eps=eps, n_iters=n_iters, tol=tol, return_info=True)
-    q[has] = ot_assignment(T, a).to(q.dtype)
+    qh = ot_assignment(T, a).to(sim.dtype)
+    if every: q = qh
+    else:
+        q = sim.new_zeros(sim.shape)
+        q[has] = qh
     return (q, int(info['n_iters'])) + ((info,) if return_info else ())
 
 # %% ../nbs/05_prototypes.ipynb #db598405
