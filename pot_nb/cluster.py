@@ -38,6 +38,14 @@ def _tile_plan(g:torch.Tensor, n_groups:int, T:int):
     dst = first[g] * T + torch.arange(len(g), device=g.device) - (torch.cumsum(n, 0) - n)[g]
     return dst, nt
 
+def _member_rows(g:torch.Tensor, n_groups:int, T:int):
+    "Tile layout of the points with groups `g` (-1 = none): (input row of each tile row, -1 = padding; tiles per group)."
+    src = (g >= 0).nonzero()[:, 0]
+    src = src[torch.argsort(g[src], stable=True)]              # members keep their order inside a group
+    dst, nt = _tile_plan(g[src], n_groups, T)
+    nT = int(nt.sum()) if n_groups else 0
+    return torch.full((nT * T,), -1, dtype=torch.long, device=g.device).index_copy_(0, dst, src), nt
+
 class _Workspace(threading.local):
     "Per-thread CPU buffers reused from call to call (see `release_workspace`)."
     def __init__(self): self.bufs = {}
@@ -77,14 +85,11 @@ class _Tiles:
     def from_rows(cls, xf, gid, n_groups, scale=None, T=64):
         "Tiles gathered from the rows `xf` (M, D) of the groups `gid` (M,), scaled by `scale` (1/‖x‖) if given."
         dev, D = xf.device, xf.shape[1]
-        src = (gid >= 0).nonzero()[:, 0]
-        src = src[torch.argsort(gid[src], stable=True)]        # members keep their order inside a group
-        dst, nt = _tile_plan(gid[src], n_groups, T)
-        nT = int(nt.sum()) if n_groups else 0
-        pix = torch.full((nT * T,), -1, dtype=torch.long, device=dev).index_copy_(0, dst, src)
-        w = (pix >= 0).to(xf.dtype) if scale is None else torch.zeros(nT * T, dtype=xf.dtype, device=dev).index_copy_(0, dst, scale[src])
-        x = torch.index_select(xf, 0, pix.clamp_min(0), out=_workspace('tiles', (nT * T, D), xf.dtype, dev)).mul_(w[:, None])
-        return cls(x.view(nT, T, D), torch.repeat_interleave(torch.arange(n_groups, device=dev), nt), n_groups, pix, xf.shape[0])
+        pix, nt = _member_rows(gid, n_groups, T)
+        w = (pix >= 0).to(xf.dtype)
+        if scale is not None: w = w * scale[pix.clamp_min(0)].to(xf.dtype)
+        x = torch.index_select(xf, 0, pix.clamp_min(0), out=_workspace('tiles', (len(pix), D), xf.dtype, dev)).mul_(w[:, None])
+        return cls(x.view(-1, T, D), torch.repeat_interleave(torch.arange(n_groups, device=dev), nt), n_groups, pix, xf.shape[0])
 
     @classmethod
     def from_maps(cls, fn, gid, n_groups, scale=None, T=64, chunk_bytes=8 * 2 ** 20, normalise=False):
@@ -98,13 +103,7 @@ class _Tiles:
         dev = fn.device
         per = max(1, chunk_bytes // max(1, N * D * fn.element_size())) if dev.type == 'cpu' else B
         rowwise = fn.stride(2) == 1 and (N == 1 or fn.stride(1) == D) and (B == 1 or fn.stride(0) == N * D)
-        plans = []
-        for b0 in range(0, B, per):                            # plan every chunk: tile row of each member
-            g = gid[b0:min(b0 + per, B)].reshape(-1)
-            src = (g >= 0).nonzero()[:, 0]
-            src = src[torch.argsort(g[src], stable=True)]      # members keep their order inside a group
-            dst, nt = _tile_plan(g[src], n_groups, T)
-            plans.append((b0, torch.full((int(nt.sum()) * T,), -1, dtype=torch.long, device=dev).index_copy_(0, dst, src), nt))
+        plans = [(b0,) + _member_rows(gid[b0:min(b0 + per, B)].reshape(-1), n_groups, T) for b0 in range(0, B, per)]
         n_pts = sum(len(p) for _, p, _ in plans)
         x = _workspace('tiles', (n_pts, D), fn.dtype, dev)
         ws, off = [], 0
@@ -115,11 +114,12 @@ class _Tiles:
                 buf = _workspace('transpose', (b1 - b0, N, D), fn.dtype, dev)
                 for i in range(b1 - b0): buf[i].copy_(fn[b0 + i])
                 torch.index_select(buf.view(-1, D), 0, p.clamp_min(0), out=out)
-            w = (p >= 0).to(fn.dtype)
-            if scale is not None: w = w * scale[b0:b1].reshape(-1)[p.clamp_min(0)].to(fn.dtype)
             if normalise:                                      # padding rows and zero features get 1/‖x‖ = 0
                 nrm = torch.linalg.vector_norm(out, dim=-1)
                 w = torch.where((p >= 0) & (nrm > 0), 1 / nrm.clamp_min(torch.finfo(fn.dtype).tiny), torch.zeros_like(nrm))
+            else:
+                w = (p >= 0).to(fn.dtype)
+                if scale is not None: w = w * scale[b0:b1].reshape(-1)[p.clamp_min(0)].to(fn.dtype)
             out.mul_(w[:, None])                               # one pass: mask (and scale) the padding rows
             ws.append(w)
             off += len(p)
@@ -206,8 +206,7 @@ def _lloyd_layout(lay, C:torch.Tensor, n_iters:int, tol:float, sims:torch.Tensor
     cvalid = C.abs().sum(-1) > 0                               # (G, k) non-empty clusters
     active = torch.bincount(lay.gid[valid], minlength=G) > 0   # groups still iterating
     giters = torch.zeros(G, dtype=torch.long, device=dev)
-    x, tg, tix = lay.x, lay.grp, None                          # tiles read, their groups, their index in lay.x
-    ar = torch.arange(T, device=dev)
+    x, tg, tix, trow = lay.x, lay.grp, None, None              # tiles read, their groups, their index and rows in lay.x
     a_old = sums = counts = None
     it = 0
     for it in range(1, n_iters + 1):
@@ -222,10 +221,11 @@ def _lloyd_layout(lay, C:torch.Tensor, n_iters:int, tol:float, sims:torch.Tensor
             if int(on.sum()) * 2 <= len(tg):                   # compact: copy the moving groups' tiles together
                 keep = on.nonzero()[:, 0]
                 tix = keep if tix is None else tix[keep]
+                trow = (tix[:, None] * T + torch.arange(T, device=dev)).view(-1)   # once per copy, not per step
                 x = torch.index_select(lay.x, 0, tix, out=_workspace('moving', (len(tix), T, D), x.dtype, dev))
                 tg = tg[keep]
             na = _nearest(x, C, cvalid, tg).view(-1)
-            a = na if tix is None else a_old.index_copy(0, (tix[:, None] * T + ar).view(-1), na)
+            a = na if trow is None else a_old.index_copy(0, trow, na)
             a = torch.where(active[gc], a, a_old)
             i = (valid & (a != a_old)).nonzero()[:, 0]
             if len(i):
