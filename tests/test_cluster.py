@@ -11,6 +11,45 @@ from pot_nb.cluster import (KMeansResult, batched_kmeans, kmeans_groups, kmeans_
                             unpack_groups)
 
 
+@pytest.fixture(autouse=True, scope='module', params=['torch', 'kernel'])
+def backend(request):
+    "Every test runs on both k-means paths: torch ops, and the compiled per-group CPU kernel."
+    if request.param == 'kernel' and cluster.numba is None: pytest.skip('numba is not installed')
+    before = cluster.KMEANS_BACKEND
+    cluster.KMEANS_BACKEND = request.param
+    yield request.param
+    cluster.KMEANS_BACKEND = before
+
+
+def test_backends_agree_on_image_groups():
+    "float32 features of 12 images in (image, row) groups: both paths give the same clusters and iterations."
+    g = torch.Generator().manual_seed(4)
+    B, N, D, k = 12, 200, 48, 3
+    dirs = F.normalize(torch.randn(B, 4, D, generator=g), dim=-1)
+    lab = torch.randint(0, 4, (B, N), generator=g)
+    f = dirs.gather(1, lab[..., None].expand(B, N, D)) + 0.3 * torch.randn(B, N, D, generator=g)
+    fn = f.transpose(1, 2).contiguous().transpose(1, 2)                     # channels-first maps, as a network gives
+    row = torch.randint(-1, 3, (B, N), generator=g)
+    table = torch.arange(B * 3).view(B, 3)
+    before = cluster.KMEANS_BACKEND
+    try:
+        res = {}
+        for b in ('torch', 'kernel'):
+            if b == 'kernel' and cluster.numba is None: continue
+            cluster.KMEANS_BACKEND = b
+            res[b] = kmeans_image_groups(fn, row, torch.arange(B), table, B * 3, k, seed=2, normalise=True)
+    finally: cluster.KMEANS_BACKEND = before
+    if len(res) < 2: pytest.skip('numba is not installed')
+    a, b = res['torch'], res['kernel']
+    assert torch.equal(a.assign, b.assign) and torch.equal(a.counts, b.counts) and torch.equal(a.group_iters, b.group_iters)
+    torch.testing.assert_close(a.centers, b.centers, rtol=0, atol=1e-5)
+    torch.testing.assert_close(a.inv_norm, b.inv_norm, rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match='KMEANS_BACKEND'):
+        cluster.KMEANS_BACKEND = 'gpu'
+        try: kmeans_image_groups(fn, row, torch.arange(B), table, B * 3, k)
+        finally: cluster.KMEANS_BACKEND = before
+
+
 def planted(P, N, D, k, spread=0.1, seed=0, dtype=torch.float32):
     "P groups of N points scattered around k random orthonormal directions each (k <= D), with random norms."
     g = torch.Generator().manual_seed(seed)
