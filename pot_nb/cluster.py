@@ -246,6 +246,7 @@ def _lloyd_layout(lay, C:torch.Tensor, n_iters:int, tol:float, sims:torch.Tensor
     return C, torch.where(valid, a_old, -1), (counts.view(G, k) if counts is not None else torch.zeros(G, k, dtype=torch.long, device=dev)), it, giters
 
 # %% ../nbs/03_cluster.ipynb #k3rn0002
+import os
 import numpy as np
 try:
     import numba
@@ -365,24 +366,34 @@ if numba is not None:
             if not shift > tol: break
         return it if n_iters > 0 else 0
 
-    @njit(parallel=True, cache=True, boundscheck=False)
-    def _kmeans_kernel(flat, off, sb, sn, sd, N, D, members, start, plan, scale, has_scale, u, L, k, n_iters, tol, dup,
-                       init, has_init, n_max, centers, assign, inv, counts, giters):
-        "All groups: thread t runs the groups of row t of `plan` (-1 = none), with its own buffers."
-        for t in prange(plan.shape[0]):
-            buf = np.empty((n_max, D), dtype=centers.dtype)
-            best, w, cs = np.empty(n_max, dtype=centers.dtype), np.empty(n_max, dtype=centers.dtype), np.empty(n_max, dtype=centers.dtype)
-            sc = np.empty((L, n_max), dtype=centers.dtype)
-            sums = np.empty((k, D), dtype=np.float64)
-            cv = np.zeros(k, dtype=np.bool_)
-            Wd = np.empty((max(k - 1, 1), D), dtype=centers.dtype)
-            for q in range(plan.shape[1]):
-                g = plan[t, q]
-                if g < 0: continue
-                s0, s1 = start[g], start[g + 1]
-                giters[g] = _kmeans_one(flat, off, sb, sn, sd, N, members[s0:s1], scale, has_scale, u, L, k, n_iters, tol,
-                                        dup, init, has_init, g, buf, centers[g], inv[s0:s1], assign[s0:s1], counts[g],
-                                        best, w, cs, sc, sums, cv, Wd)
+    @njit(cache=True, boundscheck=False)
+    def _kmeans_thread(t, plan, a):
+        "Thread t's share: the groups of row t of `plan` (-1 = none), with its own buffers."
+        (flat, off, sb, sn, sd, N, D, members, start, scale, has_scale, u, L, k, n_iters, tol, dup, init, has_init, n_max,
+         centers, assign, inv, counts, giters) = a
+        buf = np.empty((n_max, D), dtype=centers.dtype)
+        best, w, cs = np.empty(n_max, dtype=centers.dtype), np.empty(n_max, dtype=centers.dtype), np.empty(n_max, dtype=centers.dtype)
+        sc = np.empty((L, n_max), dtype=centers.dtype)
+        sums = np.empty((k, D), dtype=np.float64)
+        cv = np.zeros(k, dtype=np.bool_)
+        Wd = np.empty((max(k - 1, 1), D), dtype=centers.dtype)
+        for q in range(plan.shape[1]):
+            g = plan[t, q]
+            if g < 0: continue
+            s0, s1 = start[g], start[g + 1]
+            giters[g] = _kmeans_one(flat, off, sb, sn, sd, N, members[s0:s1], scale, has_scale, u, L, k, n_iters, tol,
+                                    dup, init, has_init, g, buf, centers[g], inv[s0:s1], assign[s0:s1], counts[g],
+                                    best, w, cs, sc, sums, cv, Wd)
+
+    @njit(parallel=True, cache=True)
+    def _kmeans_kernel(plan, a):                       # one row of `plan` per thread
+        for t in prange(plan.shape[0]): _kmeans_thread(t, plan, a)
+
+    @njit(cache=True)
+    def _kmeans_kernel_serial(plan, a):                # no OpenMP: safe in a process forked from one that ran the above
+        for t in range(plan.shape[0]): _kmeans_thread(t, plan, a)
+
+_PID = os.getpid()                                     # the process that imported this module (not a fork of it)
 
 def _balanced_plan(sizes:torch.Tensor, n_threads:int)->torch.Tensor:
     "(n_threads, m) groups per thread, largest first to the least loaded thread (-1 = none)."
@@ -408,17 +419,18 @@ def _kmeans_cpu(f:torch.Tensor, gid:torch.Tensor, G:int, k:int, n_iters:int, see
     start[1:] = torch.cumsum(n, 0)
     u = torch.rand(k, L, G, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64)   # the torch path's draws
     n_threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS, G))
-    numba.set_num_threads(n_threads)
+    parallel = n_threads > 1 and os.getpid() == _PID  # GNU OpenMP cannot start threads in a forked child
+    if parallel: numba.set_num_threads(n_threads)
     span = 1 + sum((s - 1) * st for s, st in zip(f.shape, f.stride())) if f.numel() else 1
     flat = torch.as_strided(f, (span,), (1,), f.storage_offset()) if f.numel() else f.new_zeros(1)   # the storage behind f
     centers, assign = f.new_zeros(G, k, D), torch.zeros(len(pts), dtype=torch.long)
     inv, counts, giters = f.new_zeros(len(pts)), torch.zeros(G, k, dtype=torch.long), torch.zeros(G, dtype=torch.long)
     sc = scale.reshape(-1).to(dt).contiguous() if scale is not None else f.new_zeros(1)
     ini = init.to(dt).contiguous() if init is not None else f.new_zeros(1, 1, 1)
-    _kmeans_kernel(flat.numpy(), 0, *f.stride(), N, D, pts.numpy(), start.numpy(), _balanced_plan(n, n_threads).numpy(),
-                   sc.numpy(), scale is not None, u.numpy(), L, k, n_iters, float(tol),
-                   16 * torch.finfo(dt).eps, ini.numpy(), init is not None,
-                   max(1, int(n.max()) if G else 1), centers.numpy(), assign.numpy(), inv.numpy(), counts.numpy(), giters.numpy())
+    args = (flat.numpy(), 0, *f.stride(), N, D, pts.numpy(), start.numpy(), sc.numpy(), scale is not None, u.numpy(), L, k,
+            n_iters, float(tol), 16 * torch.finfo(dt).eps, ini.numpy(), init is not None, max(1, int(n.max()) if G else 1),
+            centers.numpy(), assign.numpy(), inv.numpy(), counts.numpy(), giters.numpy())
+    (_kmeans_kernel if parallel else _kmeans_kernel_serial)(_balanced_plan(n, n_threads if parallel else 1).numpy(), args)
     a = torch.full((B * N,), -1, dtype=torch.long)
     a[pts] = assign
     iv = f.new_zeros(B * N)

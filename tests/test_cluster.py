@@ -338,3 +338,30 @@ def test_kmeans_image_groups_matches_kmeans_groups(layout, chunk, monkeypatch):
     torch.testing.assert_close(own.centers, ref.centers, rtol=0, atol=1e-10)
     assert torch.equal(own.assign, res.assign) and torch.equal(own.counts, res.counts)
     torch.testing.assert_close(own.inv_norm, torch.where(gid >= 0, scale, 0.), rtol=1e-12, atol=0)   # 0 off the groups
+
+
+def _child_kmeans(x, q):
+    torch.set_num_threads(2)                                  # a child that asks for threads anyway
+    q.put(batched_kmeans(x, None, 3, seed=5).assign.tolist())     # a list: no shared-memory tensor to outlive the child
+
+
+def test_kernel_runs_in_a_forked_child(backend):
+    """After the parent ran the kernel on two threads (OpenMP started), a forked child runs it too (on one thread:
+    GNU OpenMP cannot start threads in a forked child), with the same result. Small inputs: no torch op in the child
+    is big enough to start torch's own (equally fork-unsafe) threads."""
+    if backend != 'kernel': pytest.skip('the torch path in a forked child is torch\'s own business')
+    import multiprocessing as mp
+    x = torch.randn(4, 100, 16, generator=torch.Generator().manual_seed(0))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try: ref = batched_kmeans(x, None, 3, seed=5).assign
+    finally: torch.set_num_threads(before)
+    ctx = mp.get_context('fork')
+    q = ctx.Queue()
+    p = ctx.Process(target=_child_kmeans, args=(x, q))
+    p.start()
+    try: got = q.get(timeout=120)
+    finally:
+        p.join(timeout=30)
+        if p.is_alive(): p.kill()
+    assert p.exitcode == 0 and got == ref.tolist()
