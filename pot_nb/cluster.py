@@ -38,10 +38,14 @@ def _tile_plan(g:torch.Tensor, n_groups:int, T:int):
     dst = first[g] * T + torch.arange(len(g), device=g.device) - (torch.cumsum(n, 0) - n)[g]
     return dst, nt
 
+def _group_members(g:torch.Tensor)->torch.Tensor:
+    "Indices of the points with a group in `g` (-1 = none), sorted by group; members keep their order inside a group."
+    src = (g >= 0).nonzero()[:, 0]
+    return src[torch.argsort(g[src], stable=True)]
+
 def _member_rows(g:torch.Tensor, n_groups:int, T:int):
     "Tile layout of the points with groups `g` (-1 = none): (input row of each tile row, -1 = padding; tiles per group)."
-    src = (g >= 0).nonzero()[:, 0]
-    src = src[torch.argsort(g[src], stable=True)]              # members keep their order inside a group
+    src = _group_members(g)
     dst, nt = _tile_plan(g[src], n_groups, T)
     nT = int(nt.sum()) if n_groups else 0
     return torch.full((nT * T,), -1, dtype=torch.long, device=g.device).index_copy_(0, dst, src), nt
@@ -275,25 +279,24 @@ if numba is not None:
         for d in range(D): y[d] += x[d]
 
     @njit(cache=True, boundscheck=False)
-    def _kmeans_one(flat, off, sb, sn, sd, N, rows, scale, has_scale, u, L, k, n_iters, tol, dup, init, has_init, g,
+    def _kmeans_one(flat, sd, pos, scale, has_scale, u, L, k, n_iters, tol, dup, init, has_init, g,
                     buf, C, inv_out, a_out, counts, best, w, cs, sc, sums, cv, Wd):
-        """Spherical k-means (greedy k-means++ from the draws `u`, then Lloyd) of group `g`, whose points are the rows
-        `rows` (flat b·N + n) of the strided features in `flat`; the group's unit points stay in `buf` throughout."""
-        n, D = rows.shape[0], buf.shape[1]
+        """Spherical k-means (greedy k-means++ from the draws `u`, then Lloyd) of group `g`, whose point i has its D
+        features at `flat[pos[i] + d·sd]` (and 1/‖x‖ `scale[i]` if given); its unit points stay in `buf` throughout."""
+        n, D = pos.shape[0], buf.shape[1]
         one, zero = buf.dtype.type(1), buf.dtype.type(0)
         for j in range(k):
             counts[j] = 0
             for d in range(D): C[j, d] = init[g, j, d] if has_init else zero
         if n == 0: return 0
-        if sd <= sn:                                   # gather: rows of a row-major map, or columns of a channels-first one
+        if sd == 1:                                    # gather: rows of a row-major map, or columns of a channels-first one
             for i in range(n):
-                base = off + (rows[i] // N) * sb + (rows[i] % N) * sn
-                for d in range(D): buf[i, d] = flat[base + d * sd]
+                for d in range(D): buf[i, d] = flat[pos[i] + d]
         else:
             for d in range(D):
-                for i in range(n): buf[i, d] = flat[off + (rows[i] // N) * sb + (rows[i] % N) * sn + d * sd]
+                for i in range(n): buf[i, d] = flat[pos[i] + d * sd]
         for i in range(n):                             # unit points; zero features stay zero (and stay points)
-            if has_scale: iv = scale[rows[i]]
+            if has_scale: iv = scale[i]
             else:
                 s2 = _dot(buf[i], buf[i], D)
                 iv = one / np.sqrt(s2) if s2 > 0 else zero
@@ -369,7 +372,7 @@ if numba is not None:
     @njit(cache=True, boundscheck=False)
     def _kmeans_thread(t, plan, a):
         "Thread t's share: the groups of row t of `plan` (-1 = none), with its own buffers."
-        (flat, off, sb, sn, sd, N, D, members, start, scale, has_scale, u, L, k, n_iters, tol, dup, init, has_init, n_max,
+        (flat, sd, D, pos, start, scale, has_scale, u, L, k, n_iters, tol, dup, init, has_init, n_max,
          centers, assign, inv, counts, giters) = a
         buf = np.empty((n_max, D), dtype=centers.dtype)
         best, w, cs = np.empty(n_max, dtype=centers.dtype), np.empty(n_max, dtype=centers.dtype), np.empty(n_max, dtype=centers.dtype)
@@ -381,8 +384,8 @@ if numba is not None:
             g = plan[t, q]
             if g < 0: continue
             s0, s1 = start[g], start[g + 1]
-            giters[g] = _kmeans_one(flat, off, sb, sn, sd, N, members[s0:s1], scale, has_scale, u, L, k, n_iters, tol,
-                                    dup, init, has_init, g, buf, centers[g], inv[s0:s1], assign[s0:s1], counts[g],
+            giters[g] = _kmeans_one(flat, sd, pos[s0:s1], scale[s0:s1] if has_scale else scale, has_scale, u, L, k,
+                                    n_iters, tol, dup, init, has_init, g, buf, centers[g], inv[s0:s1], assign[s0:s1], counts[g],
                                     best, w, cs, sc, sums, cv, Wd)
 
     @njit(parallel=True, cache=True)
@@ -412,8 +415,7 @@ def _kmeans_cpu(f:torch.Tensor, gid:torch.Tensor, G:int, k:int, n_iters:int, see
     B, N, D = f.shape
     dt = f.dtype
     L = 2 + int(math.log(k)) if L is None else int(L)
-    pts = (gid >= 0).nonzero()[:, 0]
-    pts = pts[torch.argsort(gid[pts], stable=True)]                        # members of each group, in their order
+    pts = _group_members(gid)
     n = torch.bincount(gid[pts], minlength=G)
     start = torch.zeros(G + 1, dtype=torch.long)
     start[1:] = torch.cumsum(n, 0)
@@ -425,9 +427,10 @@ def _kmeans_cpu(f:torch.Tensor, gid:torch.Tensor, G:int, k:int, n_iters:int, see
     flat = torch.as_strided(f, (span,), (1,), f.storage_offset()) if f.numel() else f.new_zeros(1)   # the storage behind f
     centers, assign = f.new_zeros(G, k, D), torch.zeros(len(pts), dtype=torch.long)
     inv, counts, giters = f.new_zeros(len(pts)), torch.zeros(G, k, dtype=torch.long), torch.zeros(G, dtype=torch.long)
-    sc = scale.reshape(-1).to(dt).contiguous() if scale is not None else f.new_zeros(1)
+    pos = (pts // N) * f.stride(0) + (pts % N) * f.stride(1)             # where each member's features start in `flat`
+    sc = scale.reshape(-1)[pts].to(dt) if scale is not None else f.new_zeros(1)   # members' 1/‖x‖, in member order
     ini = init.to(dt).contiguous() if init is not None else f.new_zeros(1, 1, 1)
-    args = (flat.numpy(), 0, *f.stride(), N, D, pts.numpy(), start.numpy(), sc.numpy(), scale is not None, u.numpy(), L, k,
+    args = (flat.numpy(), f.stride(2), D, pos.numpy(), start.numpy(), sc.numpy(), scale is not None, u.numpy(), L, k,
             n_iters, float(tol), 16 * torch.finfo(dt).eps, ini.numpy(), init is not None, max(1, int(n.max()) if G else 1),
             centers.numpy(), assign.numpy(), inv.numpy(), counts.numpy(), giters.numpy())
     (_kmeans_kernel if parallel else _kmeans_kernel_serial)(_balanced_plan(n, n_threads if parallel else 1).numpy(), args)
