@@ -180,7 +180,8 @@ def _init_layout(lay, k:int, seed:int, L:int, dt, return_sims:bool=False):
         sc = lay.own(cand)                                                          # (n_pts, nt)
         nb = torch.maximum(best[:, None], sc)
         pot = torch.zeros(G, nt, dtype=dt, device=dev).index_add_(0, gc, (1 - nb).clamp_min(0) * fmask[:, None])
-        pick = pot.argmin(1)                                                        # lowest potential
+        low = pot.min(1, keepdim=True).values
+        pick = (pot <= low + 4 * dup * (low + 1)).to(torch.uint8).argmax(1)         # lowest potential; near-ties: first
         centers[:, t] = cand[rows, pick]
         if return_sims: sims[:, t] = sc[:, 0] if nt == 1 else sc.gather(1, pick[gc][:, None])[:, 0]   # reused by the first Lloyd step
         best = torch.where(ok[gc], nb.gather(1, pick[gc][:, None])[:, 0], best)
@@ -313,7 +314,7 @@ if numba is not None:
                     if w[i] > 0: last = i
                 tot = cs[n - 1]
                 if not tot > 0: continue               # every point is a centre already: this one stays empty
-                pbest, pick, ci = np.inf, 0, 0
+                pots, cidx = np.empty(L, dtype=np.float64), np.empty(L, dtype=np.int64)
                 for j in range(1 if t == 0 else L):
                     tgt = buf.dtype.type(u[t, j, g] * np.float64(tot))
                     lo, hi = 0, n                      # first index whose cumulative weight exceeds the draw
@@ -328,7 +329,12 @@ if numba is not None:
                         sc[j, i] = s
                         v = one - max(best[i], s)
                         if v > 0: pot += v
-                    if pot < pbest: pbest, pick, ci = pot, j, idx
+                    pots[j], cidx[j] = pot, idx
+                low = pots[0]
+                for j in range(1, 1 if t == 0 else L): low = min(low, pots[j])
+                pick = 0                               # the lowest potential; rounding-level ties go to the first draw
+                while pots[pick] > low + 4 * dup * (low + 1): pick += 1
+                ci = cidx[pick]
                 for d in range(D): C[t, d] = buf[ci, d]
                 for i in range(n):
                     best[i] = max(best[i], sc[pick, i])

@@ -86,7 +86,8 @@ def ref_kmeans(x, mask, k, n_iters, seed=0, n_trials=None, init=None):
                     target = (u[t, j, p] * tot.double()).to(x.dtype)
                     cands.append(min(int((cs <= target).sum()), int(pos)))
                 pots = [((1 - torch.maximum(best, xn @ xn[i])).clamp_min(0) * m).sum() for i in cands]
-                i = cands[int(torch.stack(pots).argmin())]
+                low = min(pots)                            # lowest potential; rounding-level ties: the first draw
+                i = cands[next(j for j, q in enumerate(pots) if q <= low + 4 * dup * (low + 1))]
                 C[t] = xn[i]
                 best = torch.maximum(best, xn @ xn[i])
                 d = (1 - best).clamp_min(0)
