@@ -8,7 +8,8 @@ import json, os, time, math
 from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
-from .core import seed_everything, get_device, max_norm, mask_by_labels, write_json
+from .core import seed_everything, get_device, max_norm, mask_by_labels, command
+from .files import write_json, torch_load, atomic_write
 from .data import load_dataset, normalize
 from .model import POTNet, ResNetStages
 from .loss import pot_loss
@@ -268,7 +269,8 @@ def run_ablation(train:dict, # `cache_trunk` of the training split
             r = dict(name=name, config=config, row=row, seed=seed, epoch_s=log['epoch_s'], nonfinite=log['nonfinite'],
                      final_loss=float(np.mean(log['loss'][-20:])) if log['loss'] else float('nan'),
                      train=eval_tail(model, sub, device=device, **pk), val=eval_tail(model, val, device=device, **pk))
-            torch.save(model.state_dict(), out/'models'/f'{_slug(name)}_s{seed}.pt')
+            sd = model.state_dict()
+            atomic_write(out/'models'/f'{_slug(name)}_s{seed}.pt', lambda tmp: torch.save(sd, tmp), 'model weights')
             write_json(f, r)
             if verbose: print(f'{name} | seed {seed}: {time.perf_counter() - t0:.0f} s, val cls {max(r["val"]["cls"]):.3f} '
                               f'proto {max(r["val"]["proto"]):.3f}', flush=True)
@@ -343,9 +345,9 @@ def crf_miou(model:POTNet, # a trained tail model
 
 # %% ../nbs/15_ablation.ipynb #970a7186
 def _load_or_cache(path:Path, ds, size:int, device)->dict:
-    if path.exists(): return torch.load(path, weights_only=False)
+    if path.exists(): return torch_load(path, 'feature cache')
     c = cache_trunk(ds, tail_model(len(ds.classes), 'lite0', n_cached=4, pretrained=True), size=size, flip=False, device=device)
-    tmp = path.with_name(path.name + '.tmp'); torch.save(c, tmp); os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(c, tmp), 'feature cache')
     return c
 
 def best_row(res:dict, exclude=('cam',))->tuple[str, str, float]:
@@ -363,12 +365,13 @@ def add_crf(res:dict, out:Path, val:dict, val_ds, n_images:int|None=None, device
             if r['name'] != row or 'crf' in r: continue
             thr = r['train']['thresholds'][int(np.argmax(r['train'][k]))]     # the best threshold on training images
             model = tail_model(val['labels'].shape[1], 'lite0', pretrained=False, **(r['config']['model_kw'] or dict(n_cached=4)))
-            model.load_state_dict(torch.load(Path(out)/'models'/f"{_slug(row)}_s{r['seed']}.pt"))
+            model.load_state_dict(torch_load(Path(out)/'models'/f"{_slug(row)}_s{r['seed']}.pt", 'model weights'))
             r.update(crf=crf_miou(model, val, val_ds, thr, k, n_images, device=device, **row_proto_kw(r['row'])),
                      crf_kind=k, crf_thr=thr)
             write_json(Path(out)/'runs'/f"{_slug(row)}_s{r['seed']}.json", r)
     return res
 
+@command
 def pot_ablate(argv=None):
     "CLI: the ablation table on the Fashion-MNIST WSSS benchmark (see the ablation notebook)."
     import argparse

@@ -8,8 +8,8 @@ import ctypes, math, os, statistics, time
 from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
-from fastcore.script import call_parse, Param, store_true
-from .core import get_device, labels_with_bg, max_norm
+from fastcore.script import Param, store_true
+from .core import get_device, labels_with_bg, max_norm, command
 from .prototypes import norm_cam, seed_map, prototype_cams
 from .ot import _exp_limit
 from .cluster import release_workspace
@@ -383,7 +383,7 @@ def bench_table(res:dict # from `run_bench`
     return '\n'.join(lines)
 
 # %% ../nbs/14_bench.ipynb #e7518a14
-@call_parse
+@command
 def pot_bench_core(batch:Param('batch sizes', int, nargs='+')=[8, 16],
                    k:Param('clusters per class', int, nargs='+')=[2, 3],
                    repeats:Param('timed repeats per implementation', int)=5,

@@ -4,20 +4,42 @@
 
 # %% ../nbs/10_cams.ipynb #5a42e974
 from __future__ import annotations
-import os, io, time, warnings
+import os, io, json, time, warnings
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from fastprogress.fastprogress import progress_bar
 from .core import get_device, max_norm
 from .data import load_dataset, normalize
 from .prototypes import prototype_cams
 from .evaluate import save_cam, load_cam
 from .train import unwrap_model
+from .files import clean_stale_tmps, fingerprint, module_fingerprint, UnsafeFileError
 
 # %% auto #0
-__all__ = ['image_cams', 'parse_shard', 'make_cams']
+__all__ = ['MAX_SIDE', 'check_scales', 'working_size', 'image_cams', 'parse_shard', 'make_cams']
+
+# %% ../nbs/10_cams.ipynb #03d6d563
+MAX_SIDE = 1024   # longest image side the network sees at scale 1 (VOC: 500, COCO: 640 — both below it)
+
+def check_scales(scales)->tuple[float, ...]:
+    "The scales as floats; an empty list or a scale that is not a positive number is refused."
+    try: s = tuple(float(v) for v in scales)
+    except (TypeError, ValueError): raise ValueError(f'scales must be a list of positive numbers, got {scales!r}') from None
+    if not s or not all(v > 0 and np.isfinite(v) for v in s):
+        raise ValueError(f'scales must be a non-empty list of positive numbers, got {scales!r}')
+    return s
+
+def working_size(H:int, W:int, # the image's size
+                 max_side:int|None=MAX_SIDE # the longest side allowed (None: no limit)
+                )->tuple[int, int]: # (h, w) with max(h, w) <= max_side and the same aspect ratio
+    "The size an image is processed at: its own, or shrunk so that its longest side is `max_side`."
+    if max_side is None or max(H, W) <= max_side: return H, W
+    if max_side < 1: raise ValueError(f'max_side must be >= 1 or None, got {max_side}')
+    f = max_side / max(H, W)
+    return max(1, round(H * f)), max(1, round(W * f))
 
 # %% ../nbs/10_cams.ipynb #6225acdf
 @torch.no_grad()
@@ -29,22 +51,26 @@ def image_cams(model, # a `POTNet` (`forward(x) -> (score, cam, feat)`), in eval
                norm:str|None=None, # input normalisation (default: `model.norm`)
                proto:bool=True, # also compute prototype CAMs
                device=None, # device to run on (default: the model's)
+               max_side:int|None=MAX_SIDE, # a larger image is seen shrunk to this longest side; its maps are resized back
                **proto_kw # options of `prototype_cams` (n_clusters, marginals, eps, tau, ...)
               )->dict: # keys (K,), cls (K, H, W), proto (K, H, W) or None — maps in [0, 1]
     "Multi-scale (× flip) classifier and prototype CAMs of one image at its own size, for its labelled classes."
+    scales = check_scales(scales)
     device = device or next(model.parameters()).device
     norm = norm or getattr(model, 'norm', 'imagenet')
     H, W = img.shape[:2]
     keys = np.nonzero(np.asarray(label) > 0)[0]
     if len(keys) == 0:
         return dict(keys=keys.astype(np.int64), cls=np.zeros((0, H, W), np.float32), proto=None if not proto else np.zeros((0, H, W), np.float32))
+    h, w = working_size(H, W, max_side)
+    if (h, w) != (H, W): img = np.array(Image.fromarray(img).resize((w, h), Image.BILINEAR))     # shrunk as uint8
     x0 = normalize(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float(), norm)[None].to(device)
     lab = torch.as_tensor(np.asarray(label, np.float32), device=device)[None]
     kidx = torch.as_tensor(keys, device=device)
-    acc_cls = torch.zeros(len(keys), H, W, device=device)
-    acc_pro = torch.zeros(len(keys), H, W, device=device) if proto else None
+    acc_cls = torch.zeros(len(keys), h, w, device=device)
+    acc_pro = torch.zeros(len(keys), h, w, device=device) if proto else None
     for s in scales:
-        size = (max(1, round(H * s)), max(1, round(W * s)))
+        size = (max(1, round(h * s)), max(1, round(w * s)))
         x = F.interpolate(x0, size=size, mode='bilinear', align_corners=False) if s != 1 else x0
         if flip: x = torch.cat([x, x.flip(-1)])
         _, cam, feat = model(x)
@@ -55,12 +81,14 @@ def image_cams(model, # a `POTNet` (`forward(x) -> (score, cam, feat)`), in eval
             maps.append(out.cams[:, kidx + 1])
         for i, m in enumerate(maps):
             if flip: m = m[:1] + m[1:].flip(-1)
-            m = F.interpolate(m[:1], size=(H, W), mode='bilinear', align_corners=False)[0]
+            m = F.interpolate(m[:1], size=(h, w), mode='bilinear', align_corners=False)[0]
             if i == 0: acc_cls += m
             else: acc_pro += m
-    res = dict(keys=keys.astype(np.int64), cls=max_norm(acc_cls).cpu().numpy().astype(np.float32))
-    res['proto'] = max_norm(acc_pro).cpu().numpy().astype(np.float32) if proto else None
-    return res
+    def full(acc):            # back to the image's own size, then `max_norm` in place (one image-size copy, not three)
+        if (h, w) != (H, W): acc = F.interpolate(acc[None], size=(H, W), mode='bilinear', align_corners=False)[0]
+        acc.clamp_(min=0).div_(acc.flatten(1).amax(1)[:, None, None] + 1e-5)
+        return acc.cpu().numpy()
+    return dict(keys=keys.astype(np.int64), cls=full(acc_cls), proto=full(acc_pro) if proto else None)
 
 # %% ../nbs/10_cams.ipynb #c46d7b11
 def parse_shard(shard)->tuple[int, int]:
@@ -74,12 +102,25 @@ def parse_shard(shard)->tuple[int, int]:
     return int(i), int(n)
 
 # %% ../nbs/10_cams.ipynb #4501bcce
-def _done(path:Path, label:np.ndarray)->bool:
-    "Whether `path` is a whole CAM file for an image with `label`; a corrupt, partial or stale one is redone (with a warning)."
+def _settings_diff(theirs:str|None, ours:str)->str:
+    "Why a CAM file's recorded settings are not this run's, in a few words."
+    if theirs is None: return 'has no record of the settings that made it (written by another tool or an older pot_nb)'
+    try: a, b = json.loads(str(theirs)), json.loads(ours)
+    except ValueError: return 'records settings that cannot be read'
+    diff = [f'{k} {a.get(k)!r} there, {b.get(k)!r} here' for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return 'was made with other settings: ' + '; '.join(diff)
+
+def _done(path:Path, label:np.ndarray, settings:str, save_all:bool=False)->bool:
+    "Whether `path` is a whole CAM file made with these `settings` for an image with `label` (see below)."
     if not path.is_file(): return False
     try: d = load_cam(path)
+    except UnsafeFileError: raise
     except (ValueError, OSError) as e:
         warnings.warn(f'{path}: unreadable CAM file, computing it again ({str(e)[:200]})'); return False
+    if d.get('settings') != settings:
+        raise ValueError(f'{path} {_settings_diff(d.get("settings"), settings)}: pass overwrite=True (--overwrite) to '
+                         f'replace these CAMs, or write to another folder')
+    if save_all and 'cls' not in d: return False
     if not np.array_equal(d['keys'], np.nonzero(np.asarray(label) > 0)[0]):
         warnings.warn(f'{path}: CAM file holds classes {d["keys"].tolist()}, the image label has '
                       f'{np.nonzero(np.asarray(label) > 0)[0].tolist()}; computing it again'); return False
@@ -103,7 +144,7 @@ def _check_classes(model, cfg:dict, ds):
 def make_cams(learn_or_model, # a fastai `Learner` from `fit_pot`, or a `POTNet`
               source, # a dataset folder (VOC layout) or a `SegDataset`
               split:str='train', # which split's images
-              out_dir:str|Path|None=None, # where the .npy files go (default: `cams_<split>` next to the data)
+              out_dir:str|Path|None=None, # where the .npy files go (default: `cams_<split>_<kind>_<settings hash>` by the data)
               scales=(1.0, 0.5, 1.5, 2.0), # image scales
               flip:bool=True, # average with the mirror image
               kind:str='auto', # map saved as `high_res`: 'proto', 'cls', 'fuse' (mean of both); 'auto': by method
@@ -113,6 +154,7 @@ def make_cams(learn_or_model, # a fastai `Learner` from `fit_pot`, or a `POTNet`
               save_all:bool=False, # also store 'cls' and 'proto' maps (float16) next to `high_res`
               device=None, # default: the model's device
               progress:bool=True, # show fastprogress's bar
+              max_side:int|None=MAX_SIDE, # larger images are processed shrunk to this longest side
               **proto_kw # options of `prototype_cams`; default: those the model was trained with
              )->Path: # the output folder
     "Write multi-scale × flip CAMs of a split, one `.npy` per image, atomically, skipping images already done."
@@ -126,13 +168,19 @@ def make_cams(learn_or_model, # a fastai `Learner` from `fit_pot`, or a `POTNet`
     if method == 'cam' and 'n_clusters' not in proto_kw: kw.setdefault('n_clusters', 3)
     kw.pop('scope', None)  # one image at a time: 'image' and 'batch' scopes coincide
     kw.update(proto_kw)
+    scales = check_scales(scales)
+    if n_images is not None and n_images < 1: raise ValueError(f'n_images must be >= 1 or None, got {n_images}')
     ds = load_dataset(source, split) if isinstance(source, (str, Path)) else source
     _check_classes(model, cfg, ds)
-    out_dir = Path(out_dir) if out_dir is not None else Path(getattr(ds, 'root', '.'))/f'cams_{split}'
-    out_dir.mkdir(parents=True, exist_ok=True)
+    settings = json.dumps(dict(model=module_fingerprint(model), kind=kind, scales=scales, flip=bool(flip),
+                               max_side=max_side, norm=str(getattr(model, 'norm', 'imagenet')),
+                               proto=kw if kind != 'cls' else {}), sort_keys=True, default=str)
+    if out_dir is None: out_dir = Path(getattr(ds, 'root', '.'))/f'cams_{split}_{kind}_{fingerprint(settings)[:8]}'
+    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
     i0, n = parse_shard(shard)
     idx = list(range(len(ds)))[:n_images][i0::n]
-    todo = [i for i in idx if overwrite or not _done(out_dir/f'{ds.names[i]}.npy', ds.label(i) if hasattr(ds, 'label') else ds[i]['label'])]
+    label = lambda i: ds.label(i) if hasattr(ds, 'label') else ds[i]['label']
+    todo = [i for i in idx if overwrite or not _done(out_dir/f'{ds.names[i]}.npy', label(i), settings, save_all)]
     was_training = model.training
     model.eval()
     if device is not None: model.to(device)
@@ -140,14 +188,19 @@ def make_cams(learn_or_model, # a fastai `Learner` from `fit_pot`, or a `POTNet`
         it = progress_bar(todo, leave=False) if (progress and todo) else todo
         for i in it:
             item = ds[i]
-            r = image_cams(model, item['img'], item['label'], scales, flip, proto=kind != 'cls', **kw)
+            try: r = image_cams(model, item['img'], item['label'], scales, flip, proto=kind != 'cls', max_side=max_side, **kw)
+            except (MemoryError, RuntimeError) as e:
+                if not isinstance(e, MemoryError) and 'memory' not in str(e).lower() and 'alloc' not in str(e).lower(): raise
+                raise MemoryError(f'image {item["name"]} ({item["img"].shape[1]}×{item["img"].shape[0]} px): out of memory '
+                                  f'computing CAMs at scales {scales} with flip={flip}; lower max_side (now {max_side}) '
+                                  f'or use fewer scales ({str(e)[:200]})') from None
             hr = r['cls'] if kind == 'cls' else r['proto'] if kind == 'proto' else max_norm(torch.from_numpy(r['cls'] + r['proto'])).numpy()
-            extra = dict(kind=kind)
+            extra = dict(kind=kind, settings=settings)
             if save_all:
                 extra['cls'] = r['cls'].astype(np.float16)
                 if r['proto'] is not None: extra['proto'] = r['proto'].astype(np.float16)
             save_cam(out_dir/f'{item["name"]}.npy', r['keys'], hr, **extra)
-            for stale in out_dir.glob(f'.{item["name"]}.npy.*.tmp'): stale.unlink(missing_ok=True)  # of killed runs
+            clean_stale_tmps(out_dir/f'{item["name"]}.npy')             # of killed runs; a live writer's file stays
     finally:
         model.train(was_training)
     return out_dir

@@ -8,8 +8,9 @@ import json, time
 from pathlib import Path
 import numpy as np
 import matplotlib.pyplot as plt
-from fastcore.script import call_parse, Param, store_true
-from .core import seed_everything, colorize_mask, write_json
+from fastcore.script import Param, store_true
+from .core import seed_everything, colorize_mask, command
+from .files import write_json
 from .data import load_dataset, make_fmnist_wsss
 from .train import fit_pot, load_pot_model
 from .cams import make_cams
@@ -23,7 +24,7 @@ __all__ = ['pot_train', 'pot_cams', 'pot_eval', 'pot_pseudo', 'run_demo', 'demo_
 # %% ../nbs/12_cli.ipynb #0e1f6fae
 def _floats(s)->tuple: return tuple(float(v) for v in str(s).replace(',', ' ').split())
 
-@call_parse
+@command
 def pot_train(data:str, # dataset folder (VOC layout, VOC 2012, COCO 2014, or 'fmnist'/'toy')
               out:str='runs/pot', # run folder: checkpoints go to OUT/models
               arch:str='lite0', # 'lite0', 'resnet50' or a timm model name
@@ -48,22 +49,24 @@ def pot_train(data:str, # dataset folder (VOC layout, VOC 2012, COCO 2014, or 'f
     return learn
 
 # %% ../nbs/12_cli.ipynb #a10acb0a
-@call_parse
+@command
 def pot_cams(ckpt:str, # checkpoint written by pot_train / fit_pot
              data:str, # dataset folder
-             split:str='train', out:str=None, # output folder (default: next to the data)
+             split:str='train', out:str=None, # output folder (default: next to the data, named by model and settings)
              scales:str='1.0,0.5,1.5,2.0', no_flip:store_true=False,
              kind:str='auto', # 'proto', 'cls', 'fuse' or 'auto'
              shard:str=None, # 'i/n': this process's share
-             n_images:int=None, device:str=None):
+             n_images:int=None, device:str=None,
+             max_side:int=1024, # larger images are processed shrunk to this longest side
+             overwrite:store_true=False): # replace CAM files made by another model or with other settings
     "Write multi-scale CAMs of a split (resumable, shardable)."
     model = load_pot_model(ckpt, device=device)
     d = make_cams(model, data, split, out_dir=out, scales=_floats(scales), flip=not no_flip, kind=kind,
-                  shard=shard, n_images=n_images)
+                  shard=shard, n_images=n_images, max_side=max_side, overwrite=overwrite)
     print(f'CAMs in {d}')
     return d
 
-@call_parse
+@command
 def pot_eval(cam_dir:str, # folder of CAM .npy files, or of mask PNGs with --masks
              data:str, split:str='train',
              bg:str='1-max', # '1-max' or a background threshold
@@ -78,13 +81,14 @@ def pot_eval(cam_dir:str, # folder of CAM .npy files, or of mask PNGs with --mas
         write_json(json_out, {k: v for k, v in res.items() if k in ('miou', 'iou', 'best_threshold', 'best_miou', 'n_images')})
     return res
 
-@call_parse
+@command
 def pot_pseudo(cam_dir:str, data:str, split:str='train', out:str=None,
                no_crf:store_true=False, # argmax only, no dense CRF
-               bg:str='1-max', n_jobs:int=1, n_images:int=None):
+               bg:str='1-max', n_jobs:int=1, n_images:int=None,
+               overwrite:store_true=False): # replace PNGs made from other CAMs or with other options
     "Pseudo-label PNGs (VOC palette) from CAMs, refined by the dense CRF; scored when masks exist."
     d = make_pseudo_labels(cam_dir, data, split, out_dir=out, crf=not no_crf,
-                           bg=bg if bg == '1-max' else float(bg), n_jobs=n_jobs, n_images=n_images)
+                           bg=bg if bg == '1-max' else float(bg), n_jobs=n_jobs, n_images=n_images, overwrite=overwrite)
     print(f'pseudo labels in {d}')
     return d
 
@@ -117,7 +121,8 @@ def run_demo(out:str|Path='demo_out', # output folder (data, checkpoints, CAMs, 
         train_s = time.time() - t
         maps = ['cls'] if method == 'cam' else ['cls', 'proto']
         for kind in maps:
-            d = make_cams(learn, root, 'train', out_dir=out/method/f'cams_{kind}', scales=scales, kind=kind, n_images=n_eval)
+            d = make_cams(learn, root, 'train', out_dir=out/method/f'cams_{kind}', scales=scales, kind=kind, n_images=n_eval,
+                          overwrite=True)    # the model was just trained: CAMs of an earlier demo run are not its own
             r = evaluate_cams(d, root, 'train', n_images=n_eval)
             dirs[(method, kind)] = d
             rows.append(dict(method=method, map='classifier' if kind == 'cls' else 'prototype', train_s=train_s,
@@ -125,10 +130,12 @@ def run_demo(out:str|Path='demo_out', # output folder (data, checkpoints, CAMs, 
             print(f"{method} {kind}: CAM mIoU {100*r['miou']:.1f} (best threshold {r['best_threshold']:.2f}: {100*r['best_miou']:.1f})")
     res = dict(rows=rows, n_train=n_train, n_val=n_val, epochs=epochs, size=size, n_eval=n_eval, arch=arch)
     if crf:
-        pl = make_pseudo_labels(dirs[('pot', 'proto')], root, 'train', out_dir=out/'pot'/'pseudo_crf', n_images=n_eval)
+        pl = make_pseudo_labels(dirs[('pot', 'proto')], root, 'train', out_dir=out/'pot'/'pseudo_crf', n_images=n_eval,
+                                overwrite=True)
         res['crf_miou'] = evaluate_masks(pl, root, 'train', n_images=n_eval)['miou']
     res['total_s'] = time.time() - t0
-    plt.close(demo_figure(root, dirs, out/'overlays.png', pseudo_dir=out/'pot'/'pseudo_crf' if crf else None))
+    plt.close(demo_figure(root, dirs, out/'overlays.png', pseudo_dir=out/'pot'/'pseudo_crf' if crf else None,
+                          n=min(5, n_eval)))
     write_json(out/'results.json', res)
     print(_demo_rows(res)); print(f"figures: {out/'overlays.png'}; total {res['total_s']:.0f}s")
     return res
@@ -152,7 +159,7 @@ def demo_figure(root, dirs:dict, fname, pseudo_dir=None, n:int=5):
     return show_grid(rows, titles, fname=fname)
 
 # %% ../nbs/12_cli.ipynb #891da365
-@call_parse
+@command
 def pot_demo(out:str='demo_out', # output folder
              n_train:int=1000, n_val:int=200, epochs:int=3, bs:int=16, size:int=160,
              n_eval:int=200, n_clusters:int=2, arch:str='lite0',

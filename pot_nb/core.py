@@ -10,7 +10,7 @@ import torch
 
 # %% auto #0
 __all__ = ['IGNORE_INDEX', 'VOC_CLASSES', 'COCO_CLASSES', 'voc_palette', 'colorize_mask', 'seed_everything', 'get_device',
-           'max_norm', 'mask_by_labels', 'labels_with_bg', 'add_background', 'write_json']
+           'max_norm', 'mask_by_labels', 'labels_with_bg', 'add_background', 'run_command', 'command']
 
 # %% ../nbs/00_core.ipynb #0b46a1c5
 IGNORE_INDEX = 255
@@ -118,16 +118,42 @@ def add_background(cam:torch.Tensor, # (B, C, h, w) foreground maps in [0, 1] (n
     else: b = torch.full_like(cam[:, :1], float(bg))
     return torch.cat([b.clamp(0, 1) if bg is None else b, cam], 1)
 
-# %% ../nbs/00_core.ipynb #6b5d7a6c
-def write_json(path, # the .json file to write (its folder is created)
-               obj, # anything `json` can write; numpy / torch scalars become floats
-               indent:int=1):
-    "Write `obj` as JSON atomically: a temporary file in the same folder, then `os.replace`."
-    import json
-    from pathlib import Path
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        tmp.write_text(json.dumps(obj, indent=indent, default=float)); os.replace(tmp, path)
-    finally: tmp.unlink(missing_ok=True)
-    return path
+# %% ../nbs/00_core.ipynb #8f5e91a1
+def _run_as_script(frame)->bool:
+    "Whether `frame` is the top level of a file run as a program (a console script's `__main__`)."
+    if frame is None or frame.f_locals is not frame.f_globals: return False
+    g = frame.f_globals
+    if g.get('__name__') != '__main__' or not g.get('__file__'): return False
+    return os.path.realpath(g['__file__']) == os.path.realpath(frame.f_code.co_filename)
+
+def run_command(main, # called without arguments: does the work (parses `sys.argv` itself)
+                prog:str|None=None # the command's name in messages (default: from `sys.argv[0]`)
+               ):
+    "Run `main()` as a shell command: exit status 0 on success; on an error one line on stderr and exit status 1."
+    import sys, traceback
+    prog = prog or os.path.basename(sys.argv[0])
+    try: main()
+    except KeyboardInterrupt:
+        print(f'{prog}: interrupted', file=sys.stderr); raise SystemExit(130)
+    except Exception as e:
+        if os.environ.get('POT_NB_TRACEBACK'): traceback.print_exc()
+        msg = ' '.join(str(e).split())[:1000] or type(e).__name__
+        if not isinstance(e, (ValueError, OSError, ImportError)):    # not bad input: a bug, say what kind
+            msg = f'{type(e).__name__}: {msg} (POT_NB_TRACEBACK=1 prints the traceback)'
+        print(f'{prog}: error: {msg}', file=sys.stderr); raise SystemExit(1)
+
+def command(func):
+    "Make `func` a console script (flags from its annotated arguments) that exits 0 on success and 1 with one line on failure."
+    import functools, inspect
+    argv_style = list(inspect.signature(func).parameters) == ['argv']     # parses its own arguments (argparse)
+    @functools.wraps(func)
+    def _f(*args, **kwargs):
+        if args or kwargs or not _run_as_script(inspect.currentframe().f_back): return func(*args, **kwargs)
+        def main():
+            if argv_style: return func()
+            from fastcore.script import anno_parser
+            ns = vars(anno_parser(func).parse_args())
+            ns.pop('pdb', None); ns.pop('xtra', None)
+            func(**ns)
+        run_command(main)
+    return _f

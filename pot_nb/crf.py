@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_crf.ipynb #d74a224e
 from __future__ import annotations
-import os, warnings
+import os, json, hashlib, warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 import numpy as np
@@ -12,6 +12,7 @@ from PIL import Image
 from .core import IGNORE_INDEX
 from .data import save_mask
 from .evaluate import cams_to_mask, load_cam, _as_dataset, _split_names, _missing
+from .files import clean_stale_tmps
 
 # %% auto #0
 __all__ = ['CRF_DEFAULTS', 'crf_inference', 'crf_inference_label', 'cams_to_crf_labels', 'save_mask_png', 'make_pseudo_labels']
@@ -110,35 +111,49 @@ def cams_to_crf_labels(img:np.ndarray, # (H, W, 3) uint8 RGB image
 
 # %% ../nbs/11_crf.ipynb #47417088
 def save_mask_png(path:str|Path, # the .png to write
-                  mask:np.ndarray # (H, W) class values 0..255
+                  mask:np.ndarray, # (H, W) class values 0..255
+                  note:str|None=None # kept in the PNG: the settings that made it
                  )->Path:
     "Write a pseudo-label PNG with `pot_nb.data.save_mask` (VOC palette, atomic) and drop temp files of killed runs."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_mask(path, mask)
-    for stale in path.parent.glob(f'.{path.name}.*.tmp'): stale.unlink(missing_ok=True)  # left by interrupted runs
+    path = save_mask(path, mask, note)
+    clean_stale_tmps(path)                       # left by killed runs; a live writer's file stays
     return path
 
-def _pseudo_one(name:str, cam_dir:Path, ds, out_dir:Path, kw:dict)->str:
+def _note(cam_file:Path, kw:dict)->str:
+    "What makes a pseudo label: the CAM file's content (a hash) and the options."
+    h = hashlib.sha256()
+    with open(cam_file, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
+    return json.dumps(dict(cam=h.hexdigest()[:16], **kw), sort_keys=True, default=str)
+
+def _pseudo_one(name:str, cam_dir:Path, ds, out_dir:Path, kw:dict, note:str|None=None)->str:
     d = load_cam(cam_dir/f'{name}.npy')
     img = np.asarray(ds.read_image(name))
     if d['high_res'].shape[1:] != img.shape[:2]:
         raise ValueError(f'{cam_dir/name}.npy: maps are {d["high_res"].shape[1:]}, image {name} is {img.shape[:2]}')
-    save_mask_png(out_dir/f'{name}.png', cams_to_crf_labels(img, d['high_res'], d['keys'], **kw))
+    save_mask_png(out_dir/f'{name}.png', cams_to_crf_labels(img, d['high_res'], d['keys'], **kw), note)
     return name
 
-def _pseudo_many(names, cam_dir, ds, out_dir, kw):
-    return [_pseudo_one(n, cam_dir, ds, out_dir, kw) for n in names]
+def _pseudo_many(jobs, cam_dir, ds, out_dir, kw):
+    return [_pseudo_one(n, cam_dir, ds, out_dir, kw, note) for n, note in jobs]
 
 # %% ../nbs/11_crf.ipynb #9b259b40
-def _png_done(path:Path)->bool:
-    "Whether a pseudo-label PNG exists and decodes; a truncated one (copied in part) is written again, with a warning."
+def _png_done(path:Path, note:str)->bool:
+    "Whether a pseudo-label PNG exists, decodes and was made from the same CAM with the same options (`note`)."
     if not path.is_file(): return False
     try:
-        with Image.open(path) as im: im.load()
-        return True
+        with Image.open(path) as im: im.load(); theirs = im.text.get('pot_nb')
     except Exception as e:
         warnings.warn(f'{path}: unreadable pseudo-label PNG, writing it again ({type(e).__name__}: {e})'); return False
+    if theirs != note:
+        if theirs is None: why = 'has no record of what made it (another tool or an older pot_nb)'
+        else:
+            a, b = json.loads(theirs), json.loads(note)
+            why = 'was made from ' + '; '.join(('another CAM file' if k == 'cam' else f'{k}={a.get(k)!r}, not {b.get(k)!r}')
+                                               for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+        raise ValueError(f'{path} {why}: pass overwrite=True (--overwrite) to replace these pseudo labels, or write '
+                         f'to another folder')
+    return True
 
 def make_pseudo_labels(cam_dir:str|Path, # folder of `{name}.npy` CAM files
                        source, # dataset (with .names/.read_image) or a dataset folder
@@ -151,6 +166,7 @@ def make_pseudo_labels(cam_dir:str|Path, # folder of `{name}.npy` CAM files
                        n_jobs:int=1, # processes
                        n_images:int|None=None, # only the first n images of the split
                        names:list[str]|None=None, # these images instead of the split
+                       overwrite:bool=False, # replace PNGs made from other CAMs or with other options
                        **crf_kw # unary, n_iters, gt_prob, gauss_sxy, gauss_compat, bi_sxy, bi_srgb, bi_compat
                       )->Path: # out_dir
     "Write VOC-palette pseudo-label PNGs for a split from its CAMs (CRF-refined), skipping those already written."
@@ -160,10 +176,11 @@ def make_pseudo_labels(cam_dir:str|Path, # folder of `{name}.npy` CAM files
     names = _split_names(ds, names, n_images)
     _missing(cam_dir, names, '.npy')
     out_dir.mkdir(parents=True, exist_ok=True)
-    todo = [n for n in names if not _png_done(out_dir/f'{n}.png')]
     kw = dict(crf=crf, bg=bg, conf_fg=conf_fg, conf_bg=conf_bg, **crf_kw)
+    notes = {n: _note(cam_dir/f'{n}.npy', kw) for n in names}
+    todo = [(n, notes[n]) for n in names if overwrite or not _png_done(out_dir/f'{n}.png', notes[n])]
     if n_jobs <= 1 or len(todo) <= 1:
-        for n in todo: _pseudo_one(n, cam_dir, ds, out_dir, kw)
+        for n, note in todo: _pseudo_one(n, cam_dir, ds, out_dir, kw, note)
     else:
         chunks = [todo[i::n_jobs] for i in range(n_jobs)]
         with ProcessPoolExecutor(n_jobs) as ex:

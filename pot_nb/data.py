@@ -18,6 +18,7 @@ with warnings.catch_warnings():                 # fastai's import triggers a tor
     from fastai.data.load import DataLoader
     from fastai.data.core import DataLoaders
 from .core import IGNORE_INDEX, VOC_CLASSES, COCO_CLASSES, voc_palette, colorize_mask, get_device
+from .files import read_npy, atomic_write, check_name, UnsafeFileError
 
 # %% auto #0
 __all__ = ['IMG_EXTS', 'SPLIT_DIRS', 'TOY_CLASSES', 'BUILTIN', 'FMNIST_CLASSES', 'FMNIST_FILES', 'DEBIAN_FMNIST_DIR', 'NORMS',
@@ -59,6 +60,8 @@ def find_split_file(root:str|Path, # dataset folder
                    )->Path:
     "The list file of `split`: `ImageSets/Segmentation/<split>.txt` or one of the other known places."
     root = Path(root)
+    try: check_name(split, 'split')
+    except ValueError as e: raise DataError(f'{root}: {e}') from None
     cands = [root/d/f'{split}{suf}.txt' for d in SPLIT_DIRS for suf in ('', '_id')]
     for p in cands:
         if p.is_file(): return p
@@ -125,18 +128,19 @@ def load_mask(path:str|Path, # a mask PNG (palette, greyscale, or RGB in VOC col
     return m
 
 def save_mask(path:str|Path, # where to write the PNG
-              mask:np.ndarray # (H, W) integer class indices in 0..255
+              mask:np.ndarray, # (H, W) integer class indices in 0..255
+              note:str|None=None # text kept in the PNG (a `pot_nb` text chunk), e.g. the settings that made the mask
              )->Path:
     "Write a class-index mask as a VOC palette PNG, atomically (temporary file in the same folder, then rename)."
+    from PIL.PngImagePlugin import PngInfo
     path, mask = Path(path), np.asarray(mask)
     if mask.ndim != 2 or (mask.size and (mask.min() < 0 or mask.max() > 255)):
         raise DataError(f'{path}: a mask must be (H, W) with values in 0..255, got shape {mask.shape}')
     im = Image.fromarray(mask.astype(np.uint8))
     im.putpalette(voc_palette().ravel().tolist())
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    im.save(tmp, format='PNG')
-    os.replace(tmp, path)
-    return path
+    info = PngInfo()
+    if note is not None: info.add_text('pot_nb', note)
+    return atomic_write(path, lambda tmp: im.save(tmp, format='PNG', pnginfo=info), 'mask PNG')
 
 # %% ../nbs/01_data.ipynb #2cfaf022
 def irn_encode(name:str # an image name, e.g. '2007_000032'
@@ -153,11 +157,11 @@ def irn_decode(key:int # IRN integer key of a VOC name
 
 def load_cls_labels(path:str|Path # a cls_labels.npy
                    )->dict: # name (str) or IRN key (int) -> label vector
-    "Load a `cls_labels.npy` dict; keys are normalised to `str`, or `int` for IRN-encoded names."
-    try: d = np.load(path, allow_pickle=True)
+    "Load a `cls_labels.npy` dict (without running code from it); keys are normalised to `str`, or `int` for IRN-encoded names."
+    try: d = read_npy(path, 'label file')
     except FileNotFoundError: raise DataError(f'{path}: label file not found') from None
-    except Exception as e: raise DataError(f'{path}: cannot read label file ({type(e).__name__}: {e})') from e
-    if isinstance(d, np.ndarray) and d.dtype == object and d.shape == (): d = d.item()
+    except UnsafeFileError: raise
+    except ValueError as e: raise DataError(str(e)) from None
     if not isinstance(d, dict): raise DataError(f'{path}: expected a pickled dict name -> multi-hot vector, got {type(d).__name__}')
     out = {}
     for k, v in d.items():
@@ -387,6 +391,9 @@ class SegDataset:
             names = read_split(self.split_file)
             if not names: raise DataError(f'{self.split_file}: split file lists no images')
         names = list(dict.fromkeys(names))
+        for n in names:
+            try: check_name(n)
+            except ValueError as e: raise DataError(f'{self.split_file or "names="}: {e}') from None
         self.image_dir = self.root/image_dir
         if not self.image_dir.is_dir(): raise DataError(f'{self.image_dir}: image folder not found')
         if mask_dir is None: mask_dir = next((d for d in ('SegmentationClassAug', 'SegmentationClass') if (self.root/d).is_dir()), 'SegmentationClass')
@@ -406,13 +413,15 @@ class SegDataset:
         if validate: self.validate()
 
     def _read_classes(self, classes):
-        if classes is not None: return tuple(classes)
         f = self.root/'classes.txt'
-        if f.is_file():
-            cs = tuple(l.strip() for l in f.read_text().splitlines() if l.strip())
+        if classes is not None: cs, where = tuple(classes), 'classes='
+        elif f.is_file():
+            cs, where = tuple(l.strip() for l in f.read_text().splitlines() if l.strip()), f
             if not cs: raise DataError(f'{f}: classes file lists no classes')
-            return cs
-        return VOC_CLASSES
+        else: return VOC_CLASSES
+        dup = sorted({c for c in cs if cs.count(c) > 1})
+        if dup: raise DataError(f'{where}: class names must be unique; {", ".join(map(repr, dup))} appear more than once')
+        return cs
 
     def _pick_labels(self, source, cls_labels, names):
         cands = [Path(cls_labels)] if cls_labels is not None else [self.root/'cls_labels.npy', self.root/'cls_labels_coco.npy']
@@ -801,6 +810,8 @@ def make_fmnist_wsss(path:str|Path, # folder to write (reused when it already ho
                     )->Path: # the dataset folder
     "Write the multi-object Fashion-MNIST WSSS benchmark (10 classes) in VOC layout, splits train and val."
     if not 1 <= max_items: raise ValueError(f'max_items must be >= 1, got {max_items}')
+    for k, v in dict(n_train=n_train, n_val=n_val, size=size).items():
+        if v < 1: raise ValueError(f'{k} must be >= 1, got {v}')
     if not 0 < item_scale[0] <= item_scale[1] <= 1: raise ValueError(f'item_scale must satisfy 0 < min <= max <= 1, got {item_scale}')
     meta = dict(generator='make_fmnist_wsss', version=_FMNIST_VERSION, n_train=n_train, n_val=n_val, size=size,
                 seed=seed, max_items=max_items, item_scale=list(item_scale), threshold=threshold,
@@ -989,6 +1000,9 @@ def wsss_dls(source:str|Path|SegDataset|tuple, # dataset folder (see `load_datas
              **kw # passed to `load_dataset` (label_source, on_error, validate, ...)
             )->DataLoaders:
     "fastai `DataLoaders` for WSSS training: augmented multi-label training batches and padded validation batches."
+    for k, v in dict(bs=bs, size=size, valid_bs=valid_bs or bs).items():
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f'{k} must be a positive integer, got {v!r}')
     if isinstance(source, tuple): train_ds, valid_ds = source
     elif isinstance(source, SegDataset):
         train_ds = source
@@ -996,6 +1010,10 @@ def wsss_dls(source:str|Path|SegDataset|tuple, # dataset folder (see `load_datas
     else: train_ds, valid_ds = load_dataset(source, train_split, **kw), load_dataset(source, valid_split, **kw)
     if tuple(train_ds.classes) != tuple(valid_ds.classes):
         raise DataError(f'{valid_ds.root}: validation classes {valid_ds.classes} differ from the training classes {train_ds.classes}')
+    if not any(train_ds.label(i).any() for i in range(len(train_ds))):    # stops at the first labelled image
+        raise DataError(f'{train_ds.root} split {train_ds.split!r}: every image label is all zero, so there is nothing '
+                        f'to learn (do the labels and classes.txt belong to this dataset?)')
+    if n_valid is not None and n_valid < 1: raise ValueError(f'n_valid must be >= 1 or None, got {n_valid}')
     if n_valid is not None and n_valid < len(valid_ds):
         valid_ds = valid_ds.subset(np.linspace(0, len(valid_ds) - 1, n_valid).round().astype(int).tolist())
     device = get_device(device)

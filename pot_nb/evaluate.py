@@ -4,16 +4,17 @@
 
 # %% ../nbs/08_evaluate.ipynb #2e6feb1e
 from __future__ import annotations
-import os, pickle, zipfile
+import os
 from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
 from .core import IGNORE_INDEX
+from .files import atomic_write, read_npy, check_name
 
 # %% auto #0
 __all__ = ['DEFAULT_THRESHOLDS', 'confusion_matrix', 'miou_from_confusion', 'ConfusionMeter', 'cams_to_mask', 'save_cam',
-           'read_npy', 'load_cam', 'evaluate_cams', 'format_results', 'plot_confusion', 'plot_sweep', 'evaluate_masks']
+           'load_cam', 'evaluate_cams', 'format_results', 'plot_confusion', 'plot_sweep', 'evaluate_masks']
 
 # %% ../nbs/08_evaluate.ipynb #2af950f5
 def confusion_matrix(pred:np.ndarray|torch.Tensor, # predicted class indices (any shape), 255 = no prediction
@@ -116,27 +117,15 @@ def save_cam(path:str|Path, # the .npy file to write
              high_res:np.ndarray, # (K, H, W) maps in [0, 1]
              **extra # other arrays to store (e.g. `bg` (H, W), `cam` low-resolution maps)
             )->Path:
-    "Write one CAM file (IRN format) atomically: temporary file in the same folder, then `os.replace`."
+    "Write one CAM file (IRN format) atomically: a temporary file in the same folder, then renamed into place."
     path = Path(path)
     keys, high_res = np.asarray(keys, np.int64).reshape(-1), np.asarray(high_res, np.float32)
     if high_res.ndim != 3 or high_res.shape[0] != len(keys):
         raise ValueError(f'{path}: high_res must be (K, H, W) with K = len(keys) = {len(keys)}, got {high_res.shape}')
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    with open(tmp, 'wb') as f: np.save(f, dict(keys=keys, high_res=high_res, **extra), allow_pickle=True)
-    os.replace(tmp, path)
-    return path
-
-def read_npy(path:str|Path, # a `.npy` file (an array, or a pickled dict as IRN writes them)
-             what:str='CAM file' # what the file is, for the error messages
-            ): # the array, or the dict stored in a 0-d object array
-    "Load one `.npy` file; a missing, truncated or unreadable file raises an error that names it."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f'{what} not found: {path}')
-    try: d = np.load(path, allow_pickle=True)
-    except (ValueError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-        raise ValueError(f'{path}: corrupt or partial {what} ({type(e).__name__}: {e}); delete it and regenerate') from None
-    return d.item() if isinstance(d, np.ndarray) and d.dtype == object and d.shape == () else d
+    d = dict(keys=keys, high_res=high_res, **extra)
+    def write(tmp):
+        with open(tmp, 'wb') as f: np.save(f, d, allow_pickle=True)
+    return atomic_write(path, write, 'CAM file')
 
 def load_cam(path:str|Path # a CAM file written by `save_cam` (or IRN/SIPE's `make_cam`)
             )->dict: # keys (K,) int64, high_res (K, H, W) float32, and any extra entries
@@ -160,7 +149,8 @@ def _as_dataset(source, split:str):
     return load_dataset(source, split=split)
 
 def _split_names(ds, names=None, n_images:int|None=None)->list[str]:
-    names = list(ds.names if names is None else names)
+    if n_images is not None and n_images < 1: raise ValueError(f'n_images must be >= 1 or None, got {n_images}')
+    names = [check_name(n) for n in (ds.names if names is None else names)]
     return names[:n_images] if n_images is not None else names
 
 def _gt(ds, name:str, split:str)->np.ndarray:

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from .core import max_norm
-from .evaluate import load_cam, save_cam, read_npy
+from .evaluate import load_cam, save_cam
+from .files import read_npy
 
 # %% auto #0
 __all__ = ['PRIOR_KEYS', 'load_prior_cam', 'check_priors', 'prior_maps', 'fuse_cams', 'fuse_cam_dir', 'prior_prototype_cams']

@@ -9,8 +9,9 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 import numpy as np
 import torch
-from fastcore.script import call_parse, Param, store_true
-from .core import get_device, seed_everything, write_json
+from fastcore.script import Param, store_true
+from .core import get_device, seed_everything, command
+from .files import write_json
 from .data import make_toy_voc, load_dataset, normalize
 from .model import POTNet
 from .train import POTLoss
@@ -308,7 +309,7 @@ def throughput_table(rows:list, # from `cam_throughput` (any number of calls, co
     return '\n'.join(lines)
 
 # %% ../nbs/16_profile.ipynb #86f26595
-@call_parse
+@command
 def pot_bench(device:Param("'cpu', 'cuda', 'cuda:1', ...", str)='cpu',
               arch:Param('architectures', str, nargs='+')=['resnet50', 'lite0'],
               batch:Param('batch sizes', int, nargs='+')=[8, 16],

@@ -25,10 +25,11 @@ from .model import POTNet, param_groups
 from .loss import pot_loss
 from .prototypes import prototype_cams
 from .evaluate import confusion_matrix, miou_from_confusion
+from .files import atomic_write, clean_stale_tmps, torch_load
 
 # %% auto #0
-__all__ = ['POTLoss', 'NonFiniteGuard', 'cams_for_eval', 'CAMmIoU', 'unwrap_model', 'ResumeCheckpoint', 'save_checkpoint',
-           'load_checkpoint', 'distributed_ctx', 'arch_norm', 'fit_pot', 'load_pot_model']
+__all__ = ['POTLoss', 'NonFiniteGuard', 'cams_for_eval', 'CAMmIoU', 'unwrap_model', 'ResumeCheckpoint', 'save_learner',
+           'save_checkpoint', 'load_checkpoint', 'distributed_ctx', 'arch_norm', 'fit_pot', 'load_pot_model']
 
 # %% ../nbs/09_train.ipynb #9a121ff1
 class POTLoss:
@@ -133,7 +134,9 @@ def _base_dl(dl): return getattr(dl, 'dl', dl)   # the loader inside fastai's `D
 
 def _rng_state(dls=None)->dict:
     import random
-    st = {'python': random.getstate(), 'numpy': np.random.get_state(), 'torch': torch.get_rng_state()}
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    st = {'python': random.getstate(), 'torch': torch.get_rng_state(),   # plain data and tensors: no NumPy objects
+          'numpy': (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss))}
     if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
     if dls is not None:
         trn = _base_dl(dls.train)
@@ -144,7 +147,9 @@ def _rng_state(dls=None)->dict:
 
 def _set_rng_state(st:dict, dls=None):
     import random
-    random.setstate(st['python']); np.random.set_state(st['numpy']); torch.set_rng_state(st['torch'])
+    kind, keys, pos, has_gauss, gauss = st['numpy']
+    random.setstate(st['python']); torch.set_rng_state(st['torch'])
+    np.random.set_state((kind, np.asarray(keys).astype(np.uint32), pos, has_gauss, gauss))
     if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
     if dls is not None:
         trn = _base_dl(dls.train)
@@ -170,22 +175,31 @@ class ResumeCheckpoint(Callback):
     def path_ckpt(self): return Path(self.learn.path)/self.learn.model_dir/f'{self.fname}.ckpt'
 
 
+def save_learner(learn:Learner, fname:str)->Path:
+    "fastai's `learn.save(fname)` (model + optimizer, `learn.load` reads it), written atomically: a kill leaves the old file."
+    from fastai.learner import save_model
+    path = Path(learn.path)/learn.model_dir/f'{fname}.pth'
+    return atomic_write(path, lambda tmp: save_model(tmp, learn.model, getattr(learn, 'opt', None)), 'model')
+
+def _plain_opt_state(opt)->dict|None:
+    "fastai's optimizer state as lists, dicts, numbers and tensors (no fastcore `L`, no NumPy scalars)."
+    if opt is None: return None
+    plain = lambda v: v.item() if isinstance(v, np.generic) else v
+    sd = opt.state_dict()
+    return {'state': [{k: plain(v) for k, v in s.items()} for s in sd['state']],
+            'hypers': [{k: plain(v) for k, v in h.items()} for h in sd['hypers']]}
+
 def save_checkpoint(learn:Learner, path:str|Path, epoch:int, meta:dict|None=None)->Path:
-    "Write model + optimizer + epoch + RNG states to `path` atomically (temporary file, then rename)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    state = {'model': unwrap_model(learn).state_dict(),
-             'opt': learn.opt.state_dict() if learn.opt is not None else None,
+    "Write model + optimizer + epoch + RNG states to `path` atomically; only tensors and plain data, loadable with `weights_only`."
+    state = {'model': unwrap_model(learn).state_dict(), 'opt': _plain_opt_state(learn.opt),
              'epoch': epoch, 'rng': _rng_state(learn.dls), 'meta': meta or {}}
-    tmp = path.with_name(path.name + f'.tmp{os.getpid()}')
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    path = atomic_write(path, lambda tmp: torch.save(state, tmp), 'checkpoint')
+    clean_stale_tmps(path)                                   # left by killed runs (a live writer's file stays)
     return path
 
 def _read_ckpt(path:Path)->dict:
-    "Our own file: it holds RNG states (NumPy arrays), so it is not a weights-only pickle."
-    try: state = torch.load(path, map_location='cpu', weights_only=False)
-    except Exception as e:
-        raise ValueError(f'{path}: cannot read checkpoint ({type(e).__name__}: {str(e)[:200]}); a partial copy? delete it') from None
+    "A checkpoint read without running code from it (`pot_nb.files.torch_load`), then checked for its entries."
+    state = torch_load(path, 'checkpoint')
     if not isinstance(state, dict) or 'model' not in state:
         raise ValueError(f'{path} is not a pot_nb checkpoint (expected a dict with model/meta, got {type(state).__name__})')
     return state
@@ -216,7 +230,8 @@ def load_checkpoint(learn:Learner, path:str|Path, with_opt:bool=True, with_rng:b
     except RuntimeError as e: raise ValueError(f'checkpoint {path} does not fit this model: {str(e)[:500]}') from None
     if with_opt and state.get('opt') is not None:
         if learn.opt is None: learn.create_opt()
-        learn.opt.load_state_dict(state['opt'])
+        from fastcore.foundation import L
+        learn.opt.load_state_dict({'state': list(state['opt']['state']), 'hypers': L(state['opt']['hypers'])})
     if with_rng: _set_rng_state(state['rng'], learn.dls)
     return int(state['epoch'])
 
@@ -334,7 +349,7 @@ def fit_pot(source, # a VOC-layout folder (path) or fastai `DataLoaders` from `w
             if schedule == 'poly':
                 learn.fit(epochs, lr=lrs, cbs=ParamScheduler({'lr': SchedPoly(lrs, 0., 0.9)}), start_epoch=start)
             else: learn.fit_one_cycle(epochs, lr_max=slice(lr / 10, lr), start_epoch=start)
-    if _rank() == 0: learn.save(fname)  # fastai's own format too: `learn.load(fname)` restores model + optimizer
+    if _rank() == 0: save_learner(learn, fname)  # fastai's own format too: `learn.load(fname)` restores model + optimizer
     return learn
 
 # %% ../nbs/09_train.ipynb #c39754df

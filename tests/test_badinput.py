@@ -191,17 +191,19 @@ def test_corrupt_and_partial_cam_files(toy, tmp_path):
     with pytest.raises(ValueError, match=r'toy_train_0002\.npy: corrupt or partial CAM file'): evaluate_cams(cams, toy)
     np.save(bad, np.zeros(3))                                                  # loads, but is not a CAM dict
     with pytest.raises(ValueError, match=r'toy_train_0002\.npy: expected a pickled dict'): evaluate_cams(cams, toy)
-    # make_cams does not take either as done: both are computed again, with a warning each
+    # make_cams does not take either as done in a folder of its own CAMs: both are computed again, with a warning each
     torch.manual_seed(0)
     model = POTNet(3, pretrained=False); model.pot_config = dict(method='pot', n_clusters=2, classes=list(ds.classes))
-    part.write_bytes(whole[:100])
-    before = {p.name: p.stat().st_mtime_ns for p in cams.glob('*.npy')}
+    own = make_cams(model, toy, 'train', out_dir=tmp_path/'own', scales=(1.0,), progress=False)
+    part, bad = own/'toy_train_0005.npy', own/'toy_train_0002.npy'
+    part.write_bytes(part.read_bytes()[:100]); np.save(bad, np.zeros(3))
+    before = {p.name: p.stat().st_mtime_ns for p in own.glob('*.npy')}
     with pytest.warns(UserWarning, match='unreadable CAM file') as w:
-        make_cams(model, toy, 'train', out_dir=cams, scales=(1.0,), progress=False)
+        make_cams(model, toy, 'train', out_dir=own, scales=(1.0,), progress=False)
     assert sum('unreadable CAM file' in str(x.message) for x in w) == 2
-    after = {p.name: p.stat().st_mtime_ns for p in cams.glob('*.npy')}
+    after = {p.name: p.stat().st_mtime_ns for p in own.glob('*.npy')}
     assert {k for k in before if before[k] != after[k]} == {'toy_train_0002.npy', 'toy_train_0005.npy'}
-    assert load_cam(part)['kind'] == 'proto' and evaluate_cams(cams, toy)['n_images'] == 8
+    assert load_cam(part)['kind'] == 'proto' and evaluate_cams(own, toy)['n_images'] == 8
 
 def test_partial_pseudo_label_png_is_rewritten(toy, tmp_path):
     ds = SegDataset(toy)
