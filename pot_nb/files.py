@@ -36,11 +36,29 @@ class SafeUnpickler(pickle.Unpickler):
         plain = 'builtins' if module == '__builtin__' else module
         if (plain, name) in SAFE_GLOBALS or (module == 'numpy.dtypes' and name.endswith('DType')):
             return super().find_class(module, name)
+        if (module, name) == ('torch._utils', '_rebuild_tensor_v2'): return _rebuild_tensor
+        if (module, name) == ('torch.storage', '_load_from_bytes'): return self._storage
         raise UnsafeFileError(f'{self.path}: refuses to unpickle {module}.{name}: only plain data and NumPy arrays '
                               f'are read (the file may carry code; nothing from it was run)')
 
     def persistent_load(self, pid):
         raise UnsafeFileError(f'{self.path}: refuses a pickle with persistent ids (not a plain-data file)')
+
+    def _storage(self, data:bytes):
+        "A pickled tensor's storage, read by PyTorch's restricted unpickler (PyTorch itself uses the unrestricted one)."
+        import torch
+        try: return torch.load(io.BytesIO(data), map_location='cpu', weights_only=True)
+        except pickle.UnpicklingError as e:
+            m = re.search(r'GLOBAL ([\w.]+)', str(e))
+            raise UnsafeFileError(f'{self.path}: refuses to unpickle {m.group(1) if m else "a non-plain object"} inside '
+                                  f'a tensor storage (the file may carry code; nothing from it was run)') from None
+
+def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None, metadata=None):
+    "A pickled tensor, rebuilt from its storage (no gradient hooks, no gradient)."
+    import torch
+    if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
+        raise pickle.UnpicklingError(f'a tensor needs a storage, got {type(storage).__name__}')
+    return torch._utils._rebuild_tensor(storage, offset, size, stride)
 
 # %% ../nbs/00a_files.ipynb #0c51580f
 def _npy_header(f, path):

@@ -128,13 +128,14 @@ def test_the_fields_formats_still_load(copy, tmp_path):
     np.save(tmp_path/'irn.npy', irn, allow_pickle=True)
     got = load_cls_labels(tmp_path/'irn.npy')
     assert sorted(got) == sorted(irn) and all(np.array_equal(got[k], irn[k]) for k in irn)
-    cam = dict(keys=np.array([0, 14]), cam=torch.rand(2, 8, 8), high_res=np.random.rand(2, 32, 32).astype(np.float32))
-    np.save(tmp_path/'cam.npy', cam, allow_pickle=True)                   # IRN's make_cam stores a tensor too
-    with pytest.raises(UnsafeFileError, match='torch'): load_cam(tmp_path/'cam.npy')
-    cam['cam'] = cam['cam'].numpy()
+    # IRN's make_cam: keys and the stride-4 cam are tensors, high_res an array
+    cam = dict(keys=torch.tensor([0, 14]), cam=torch.rand(2, 8, 8), high_res=np.random.rand(2, 32, 32).astype(np.float32))
     np.save(tmp_path/'cam.npy', cam, allow_pickle=True)
     d = load_cam(tmp_path/'cam.npy')
     assert d['keys'].tolist() == [0, 14] and np.array_equal(d['high_res'], cam['high_res'])
+    assert torch.equal(d['cam'], cam['cam'])
+    np.save(tmp_path/'sipe.npy', dict(keys=np.array([3]), high_res=cam['high_res'][:1]), allow_pickle=True)
+    assert load_cam(tmp_path/'sipe.npy')['keys'].tolist() == [3]
 
 
 def test_older_checkpoints_still_load(toy, trained, tmp_path):
