@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from fastprogress.fastprogress import progress_bar
-from .core import get_device, max_norm
+from .core import get_device, max_norm, show_progress
 from .data import load_dataset, normalize
 from .prototypes import prototype_cams
 from .evaluate import save_cam, load_cam
@@ -153,7 +153,7 @@ def make_cams(learn_or_model, # a fastai `Learner` from `fit_pot`, or a `POTNet`
               overwrite:bool=False, # recompute files that exist
               save_all:bool=False, # also store 'cls' and 'proto' maps (float16) next to `high_res`
               device=None, # default: the model's device
-              progress:bool=True, # show fastprogress's bar
+              progress:bool|None=None, # fastprogress's bar (None: on a terminal or in a notebook, see `show_progress`)
               max_side:int|None=MAX_SIDE, # larger images are processed shrunk to this longest side
               **proto_kw # options of `prototype_cams`; default: those the model was trained with
              )->Path: # the output folder
@@ -185,6 +185,7 @@ def make_cams(learn_or_model, # a fastai `Learner` from `fit_pot`, or a `POTNet`
     model.eval()
     if device is not None: model.to(device)
     try:
+        if progress is None: progress = show_progress()
         it = progress_bar(todo, leave=False) if (progress and todo) else todo
         for i in it:
             item = ds[i]

@@ -10,7 +10,8 @@ import torch
 
 # %% auto #0
 __all__ = ['IGNORE_INDEX', 'VOC_CLASSES', 'COCO_CLASSES', 'voc_palette', 'colorize_mask', 'seed_everything', 'get_device',
-           'max_norm', 'mask_by_labels', 'labels_with_bg', 'add_background', 'run_command', 'command']
+           'max_norm', 'mask_by_labels', 'labels_with_bg', 'add_background', 'run_command', 'command', 'warn_user',
+           'show_progress']
 
 # %% ../nbs/00_core.ipynb #0b46a1c5
 IGNORE_INDEX = 255
@@ -157,3 +158,26 @@ def command(func):
             func(**ns)
         run_command(main)
     return _f
+
+# %% ../nbs/00_core.ipynb #59a424a3
+def warn_user(message:str, # the warning
+              category=UserWarning # its class
+             ):
+    "`warnings.warn` attributed to the first caller outside the `pot_nb` package."
+    import sys, warnings, pot_nb
+    pkg, level, f = os.path.dirname(os.path.abspath(pot_nb.__file__)), 2, sys._getframe(1)   # 2: warn_user's caller
+    while f is not None and os.path.dirname(os.path.abspath(f.f_code.co_filename)) == pkg:
+        f, level = f.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+# %% ../nbs/00_core.ipynb #5891d0f9
+def show_progress()->bool:
+    "Whether to draw progress bars: in a notebook or on a terminal, not when the output goes to a file or a pipe."
+    import sys
+    force = os.environ.get('POT_NB_PROGRESS')
+    if force in ('0', '1'): return force == '1'
+    try:
+        from IPython import get_ipython
+        if get_ipython() is not None and 'IPKernelApp' in get_ipython().config: return True
+    except ImportError: pass
+    return bool(getattr(sys.stdout, 'isatty', lambda: False)())

@@ -17,7 +17,7 @@ with warnings.catch_warnings():                 # fastai's import triggers a tor
     warnings.simplefilter('ignore', FutureWarning)
     from fastai.data.load import DataLoader
     from fastai.data.core import DataLoaders
-from .core import IGNORE_INDEX, VOC_CLASSES, COCO_CLASSES, voc_palette, colorize_mask, get_device
+from .core import IGNORE_INDEX, VOC_CLASSES, COCO_CLASSES, voc_palette, colorize_mask, get_device, warn_user
 from .files import read_npy, atomic_write, check_name, UnsafeFileError
 
 # %% auto #0
@@ -463,8 +463,8 @@ class SegDataset:
         if self.on_error == 'raise':
             raise DataError(first + (f' (and {len(bad) - 1} more bad items in split {self.split!r})' if len(bad) > 1 else ''))
         self.skipped.update(bad)
-        warnings.warn(f'{self.root} split {self.split!r}: skipped {len(bad)} of {total} items with bad input '
-                      f'(first: {first}); see .skipped', DataWarning, stacklevel=3)
+        warn_user(f'{self.root} split {self.split!r}: skipped {len(bad)} of {total} items with bad input '
+                  f'(first: {first}); see .skipped', DataWarning)
 
     def __len__(self): return len(self.names)
     def __repr__(self):

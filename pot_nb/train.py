@@ -10,7 +10,9 @@ import numpy as np
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
-from fastai.learner import Learner, Metric
+with warnings.catch_warnings():                 # fastai's import triggers a torch.jit deprecation warning
+    warnings.simplefilter('ignore', FutureWarning)
+    from fastai.learner import Learner, Metric
 from fastai.optimizer import SGD, Adam
 from fastai.callback.core import Callback, CancelBatchException, CancelStepException
 from fastai.callback.fp16 import MixedPrecision
@@ -19,7 +21,7 @@ from fastai.callback.schedule import ParamScheduler, SchedPoly
 from fastai.callback.training import GradientClip
 from fastai.callback.tracker import SaveModelCallback
 from fastai.data.core import DataLoaders
-from .core import seed_everything, get_device, max_norm, mask_by_labels, add_background, IGNORE_INDEX
+from .core import seed_everything, get_device, max_norm, mask_by_labels, add_background, IGNORE_INDEX, show_progress
 from .data import wsss_dls
 from .model import POTNet, param_groups
 from .loss import pot_loss
@@ -28,7 +30,7 @@ from .evaluate import confusion_matrix, miou_from_confusion
 from .files import atomic_write, clean_stale_tmps, torch_load
 
 # %% auto #0
-__all__ = ['POTLoss', 'NonFiniteGuard', 'cams_for_eval', 'CAMmIoU', 'unwrap_model', 'ResumeCheckpoint', 'save_learner',
+__all__ = ['POTLoss', 'NonFiniteGuard', 'LineLog', 'cams_for_eval', 'CAMmIoU', 'unwrap_model', 'ResumeCheckpoint', 'save_learner',
            'save_checkpoint', 'load_checkpoint', 'distributed_ctx', 'arch_norm', 'fit_pot', 'load_pot_model']
 
 # %% ../nbs/09_train.ipynb #9a121ff1
@@ -88,6 +90,19 @@ class NonFiniteGuard(Callback):
         if self.learn.n_skipped:
             warnings.warn(f'{self.learn.n_skipped} training steps had a non-finite loss or gradient and were skipped '
                           f'(first: epoch {self.learn.skipped_steps[0][0]}, batch {self.learn.skipped_steps[0][1]})', RuntimeWarning)
+
+# %% ../nbs/09_train.ipynb #cde51a41
+class LineLog(Callback):
+    "One plain line per epoch (losses, metrics, time) instead of fastai's progress bars, for logs written to files."
+    order = 60
+    def before_fit(self):
+        self.old, self.learn.logger = self.learn.logger, self._line
+    def _line(self, log):
+        if _rank() != 0: return
+        names, vals = list(self.recorder.metric_names), list(log)
+        parts = [f'{n} {v:.4f}' if isinstance(v, float) else f'{n} {v}' for n, v in zip(names[1:], vals[1:])]
+        print(f'epoch {int(vals[0]) + 1}/{self.n_epoch}: ' + ', '.join(parts), flush=True)
+    def after_fit(self): self.learn.logger = self.old
 
 # %% ../nbs/09_train.ipynb #d5f0d125
 def cams_for_eval(pred, label, kind:str='cls', bg:float|None=None, proto=None, **proto_kw)->torch.Tensor:
@@ -332,6 +347,7 @@ def fit_pot(source, # a VOC-layout folder (path) or fastai `DataLoaders` from `w
                     splitter=param_groups, metrics=list(metrics or []), path=path, model_dir=model_dir, wd=wd,
                     cbs=[ResumeCheckpoint(fname, meta), NonFiniteGuard(max_nonfinite)] + list(cbs or []))
     learn.pot_config = meta
+    if not show_progress(): learn.remove_cb(ProgressCallback); learn.add_cb(LineLog())   # a log file: one line per epoch
     if fp16 is None: fp16 = device.type == 'cuda'
     if fp16: learn.to_fp16()
     if clip: learn.add_cb(GradientClip(clip))

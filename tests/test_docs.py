@@ -1,5 +1,5 @@
 "Every public function and class has an API reference (a `show_doc` cell in its notebook) and a docstring."
-import importlib, inspect, json, re, shutil, subprocess, sys
+import importlib, inspect, json, os, re, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 
@@ -52,3 +52,20 @@ def test_add_show_docs_is_idempotent(tmp_path):
     before = p.read_text()
     assert add_show_docs(p) == [] and p.read_text() == before
     assert add_show_docs(p, check=True) == []
+
+
+def test_docs_processing_runs_on_every_notebook():
+    """nbdev's docs step (what `nbdev_docs` runs before Quarto renders) processes every notebook, and every cell it
+    executes for the docs is import-only: a cell mixing imports with other code is an error here, not a warning."""
+    code = 'from nbdev.serve import proc_nbs; proc_nbs(n_workers=2, force=True)'
+    env = {**os.environ, 'OMP_NUM_THREADS': '1',
+           'PYTHONWARNINGS': 'error:Found cells containing imports:UserWarning'}
+    r = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    nbs = sorted(p.name for p in (ROOT/'nbs').glob('*.ipynb'))
+    done = sorted(p.name for p in (ROOT/'_proc').glob('*.ipynb'))
+    assert done == nbs, set(nbs) ^ set(done)
+    for name in nbs:                                  # the API reference rendered: show_doc cells have their output
+        cells = json.loads((ROOT/'_proc'/name).read_text())['cells']
+        docs = [c for c in cells if c['cell_type'] == 'code' and 'show_doc(' in ''.join(c['source'])]
+        assert all(c.get('outputs') for c in docs), f'{name}: a show_doc cell has no output'

@@ -1,5 +1,5 @@
 "The repository is consistent: modules match the notebooks, notebooks are clean, README matches index.ipynb."
-import json, shutil, subprocess, sys
+import json, re, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 
@@ -39,3 +39,24 @@ def test_sidebar_lists_every_notebook():
     side = (ROOT/'nbs'/'sidebar.yml').read_text()
     for nb in sorted((ROOT/'nbs').glob('*.ipynb')):
         assert nb.name in side, f'{nb.name} missing from nbs/sidebar.yml (run nbdev_sidebar --force)'
+
+
+MACHINE_PATH = re.compile(r'(/work/|/root/|/home/[^/\s"]+/|/Users/[^/\s"]+/|site-packages|\.venv/|[A-Z]:\\\\Users)')
+
+def test_committed_outputs_hold_no_machine_paths():
+    "Outputs stored in the notebooks show no checkout folder, home folder or virtual environment of the machine that ran them."
+    found = []
+    for nb in sorted((ROOT/'nbs').glob('*.ipynb')):
+        for i, c in enumerate(json.loads(nb.read_text())['cells']):
+            for o in c.get('outputs', []):
+                text = ''.join(o.get('text', '')) + ''.join(''.join(v) for k, v in o.get('data', {}).items() if k.startswith('text/'))
+                text += ''.join(o.get('traceback', []))
+                found += [f'{nb.name} cell {i}: {m.group(0)!r} in {text[max(0, m.start() - 60):m.end() + 60]!r}'
+                          for m in MACHINE_PATH.finditer(text)]
+    assert not found, '\n'.join(found[:10])
+
+
+def test_notebooks_cite_no_missing_file():
+    "The notebooks explain the method themselves: no reference to a design document that is not in the repository."
+    cites = [nb.name for nb in sorted((ROOT/'nbs').glob('*.ipynb')) if 'DESIGN' in nb.read_text()]
+    assert not cites, cites

@@ -229,6 +229,8 @@ def test_every_command_exits_0_on_success(toy, trained, tmp_path):
     assert r.returncode == 0 and r.stdout.strip().endswith('CHAIN-DONE'), r.stderr[-3000:]
     assert 'Learner' not in r.stderr and 'PosixPath' not in r.stderr and "{'miou'" not in r.stderr, r.stderr[-2000:]
     assert 'mIoU' in r.stdout and f'CAMs in {tmp_path}/cams' in r.stdout
+    # the output is a pipe, not a terminal: one line per epoch, no progress-bar redraws
+    assert 'epoch 1/1: train_loss ' in r.stdout and '█' not in r.stdout + r.stderr and '\r' not in r.stdout + r.stderr
     r = run('pot_bench_core', '--batch', '2', '--k', '2', '--repeats', '1', '--grid', '8', '--dim', '16',
             '--n_classes', '3', '--no_memory')
     assert r.returncode == 0 and '|' in r.stdout and r.stderr.count('Traceback') == 0, r.stderr[-2000:]
@@ -380,3 +382,11 @@ def test_a_live_writers_temporary_file_is_kept(toy, trained, tmp_path):
         assert live_tmp.exists() and not dead_tmp.exists()
     finally:
         other.kill(); other.wait()
+
+
+def test_data_warnings_point_at_the_callers_line(copy):
+    "A skipped item's DataWarning names the user's line, even through `load_dataset`, not a line inside pot_nb."
+    from pot_nb.data import DataWarning
+    (copy/'JPEGImages'/'toy_train_0001.png').unlink()
+    with pytest.warns(DataWarning, match='skipped 1 of 8') as w: load_dataset(copy, on_error='skip')
+    assert [x.filename for x in w if issubclass(x.category, DataWarning)] == [__file__]
