@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.pot_nb-installed
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test install fmnist export clean-nbs check-export readme help
+.PHONY: demo test install fmnist export clean-nbs check-export readme hooks help
 
 help:
 	@echo "make demo   - install into $(VENV) and run the main job on the built-in data"
@@ -44,6 +44,10 @@ export: install
 
 clean-nbs: install
 	$(BIN)/nbdev_clean
+
+# Jupyter saves notebooks through nbdev_clean (no kernelspec/language_info/execution-count diffs after opening one)
+hooks: install
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/nbdev_install_hooks
 
 # notebooks and pot_nb/ must agree: export, then nothing may differ from git
 check-export: install

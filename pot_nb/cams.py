@@ -53,7 +53,7 @@ def image_cams(model, # a `POTNet` (`forward(x) -> (score, cam, feat)`), in eval
                device=None, # device to run on (default: the model's)
                max_side:int|None=MAX_SIDE, # a larger image is seen shrunk to this longest side; its maps are resized back
                **proto_kw # options of `prototype_cams` (n_clusters, marginals, eps, tau, ...)
-              )->dict: # keys (K,), cls (K, H, W), proto (K, H, W) or None — maps in [0, 1]
+              )->dict: # keys (K,), cls (K, H, W), proto (K, H, W) or None, bg (H, W) or None — maps in [0, 1]
     "Multi-scale (× flip) classifier and prototype CAMs of one image at its own size, for its labelled classes."
     scales = check_scales(scales)
     device = device or next(model.parameters()).device
@@ -61,14 +61,16 @@ def image_cams(model, # a `POTNet` (`forward(x) -> (score, cam, feat)`), in eval
     H, W = img.shape[:2]
     keys = np.nonzero(np.asarray(label) > 0)[0]
     if len(keys) == 0:
-        return dict(keys=keys.astype(np.int64), cls=np.zeros((0, H, W), np.float32), proto=None if not proto else np.zeros((0, H, W), np.float32))
+        empty = np.zeros((0, H, W), np.float32)
+        return dict(keys=keys.astype(np.int64), cls=empty, proto=empty if proto else None,
+                    bg=np.ones((H, W), np.float32) if proto else None)
     h, w = working_size(H, W, max_side)
     if (h, w) != (H, W): img = np.array(Image.fromarray(img).resize((w, h), Image.BILINEAR))     # shrunk as uint8
     x0 = normalize(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float(), norm)[None].to(device)
     lab = torch.as_tensor(np.asarray(label, np.float32), device=device)[None]
     kidx = torch.as_tensor(keys, device=device)
     acc_cls = torch.zeros(len(keys), h, w, device=device)
-    acc_pro = torch.zeros(len(keys), h, w, device=device) if proto else None
+    acc_pro = torch.zeros(len(keys) + 1, h, w, device=device) if proto else None   # row 0: the background prototype map
     for s in scales:
         size = (max(1, round(h * s)), max(1, round(w * s)))
         x = F.interpolate(x0, size=size, mode='bilinear', align_corners=False) if s != 1 else x0
@@ -78,7 +80,7 @@ def image_cams(model, # a `POTNet` (`forward(x) -> (score, cam, feat)`), in eval
         maps = [torch.relu(cam[:, kidx])]
         if proto:
             out = prototype_cams(feat, cam, lab.expand(len(x), -1), **proto_kw)
-            maps.append(out.cams[:, kidx + 1])
+            maps.append(out.cams[:, torch.cat([kidx.new_zeros(1), kidx + 1])])
         for i, m in enumerate(maps):
             if flip: m = m[:1] + m[1:].flip(-1)
             m = F.interpolate(m[:1], size=(h, w), mode='bilinear', align_corners=False)[0]
@@ -88,7 +90,8 @@ def image_cams(model, # a `POTNet` (`forward(x) -> (score, cam, feat)`), in eval
         if (h, w) != (H, W): acc = F.interpolate(acc[None], size=(H, W), mode='bilinear', align_corners=False)[0]
         acc.clamp_(min=0).div_(acc.flatten(1).amax(1)[:, None, None] + 1e-5)
         return acc.cpu().numpy()
-    return dict(keys=keys.astype(np.int64), cls=full(acc_cls), proto=full(acc_pro) if proto else None)
+    pro = full(acc_pro) if proto else None
+    return dict(keys=keys.astype(np.int64), cls=full(acc_cls), proto=pro[1:] if proto else None, bg=pro[0] if proto else None)
 
 # %% ../nbs/10_cams.ipynb #c46d7b11
 def parse_shard(shard)->tuple[int, int]:
@@ -197,6 +200,7 @@ def make_cams(learn_or_model, # a fastai `Learner` from `fit_pot`, or a `POTNet`
                                   f'or use fewer scales ({str(e)[:200]})') from None
             hr = r['cls'] if kind == 'cls' else r['proto'] if kind == 'proto' else max_norm(torch.from_numpy(r['cls'] + r['proto'])).numpy()
             extra = dict(kind=kind, settings=settings)
+            if r['bg'] is not None: extra['bg'] = r['bg']        # the prototype background map: evaluate_cams(bg='map')
             if save_all:
                 extra['cls'] = r['cls'].astype(np.float16)
                 if r['proto'] is not None: extra['proto'] = r['proto'].astype(np.float16)

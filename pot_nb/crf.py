@@ -112,10 +112,11 @@ def cams_to_crf_labels(img:np.ndarray, # (H, W, 3) uint8 RGB image
 # %% ../nbs/11_crf.ipynb #47417088
 def save_mask_png(path:str|Path, # the .png to write
                   mask:np.ndarray, # (H, W) class values 0..255
-                  note:str|None=None # kept in the PNG: the settings that made it
+                  note:str|None=None, # kept in the PNG: the settings that made it
+                  palette:bool=False # False: greyscale (every tool reads class indices); True: VOC colours
                  )->Path:
-    "Write a pseudo-label PNG with `pot_nb.data.save_mask` (VOC palette, atomic) and drop temp files of killed runs."
-    path = save_mask(path, mask, note)
+    "Write a pseudo-label PNG with `pot_nb.data.save_mask` (atomic) and drop temp files of killed runs."
+    path = save_mask(path, mask, note, palette)
     clean_stale_tmps(path)                       # left by killed runs; a live writer's file stays
     return path
 
@@ -126,16 +127,18 @@ def _note(cam_file:Path, kw:dict)->str:
         for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
     return json.dumps(dict(cam=h.hexdigest()[:16], **kw), sort_keys=True, default=str)
 
-def _pseudo_one(name:str, cam_dir:Path, ds, out_dir:Path, kw:dict, note:str|None=None)->str:
+def _pseudo_one(name:str, cam_dir:Path, ds, out_dir:Path, kw:dict, note:str|None=None, color_dir=None)->str:
     d = load_cam(cam_dir/f'{name}.npy')
     img = np.asarray(ds.read_image(name))
     if d['high_res'].shape[1:] != img.shape[:2]:
         raise ValueError(f'{cam_dir/name}.npy: maps are {d["high_res"].shape[1:]}, image {name} is {img.shape[:2]}')
-    save_mask_png(out_dir/f'{name}.png', cams_to_crf_labels(img, d['high_res'], d['keys'], **kw), note)
+    mask = cams_to_crf_labels(img, d['high_res'], d['keys'], **kw)
+    save_mask_png(out_dir/f'{name}.png', mask, note)
+    if color_dir is not None: save_mask_png(Path(color_dir)/f'{name}.png', mask, palette=True)
     return name
 
-def _pseudo_many(jobs, cam_dir, ds, out_dir, kw):
-    return [_pseudo_one(n, cam_dir, ds, out_dir, kw, note) for n, note in jobs]
+def _pseudo_many(jobs, cam_dir, ds, out_dir, kw, color_dir=None):
+    return [_pseudo_one(n, cam_dir, ds, out_dir, kw, note, color_dir) for n, note in jobs]
 
 # %% ../nbs/11_crf.ipynb #9b259b40
 def _png_done(path:Path, note:str)->bool:
@@ -167,9 +170,10 @@ def make_pseudo_labels(cam_dir:str|Path, # folder of `{name}.npy` CAM files
                        n_images:int|None=None, # only the first n images of the split
                        names:list[str]|None=None, # these images instead of the split
                        overwrite:bool=False, # replace PNGs made from other CAMs or with other options
+                       color_dir:str|Path|None=None, # also write VOC-palette copies here, for looking at
                        **crf_kw # unary, n_iters, gt_prob, gauss_sxy, gauss_compat, bi_sxy, bi_srgb, bi_compat
                       )->Path: # out_dir
-    "Write VOC-palette pseudo-label PNGs for a split from its CAMs (CRF-refined), skipping those already written."
+    "Write greyscale pseudo-label PNGs (class values) for a split from its CAMs (CRF-refined), skipping those already written."
     cam_dir = Path(cam_dir)
     out_dir = Path(out_dir) if out_dir is not None else cam_dir.with_name(cam_dir.name + '_labels')
     ds = _as_dataset(source, split)
@@ -180,9 +184,9 @@ def make_pseudo_labels(cam_dir:str|Path, # folder of `{name}.npy` CAM files
     notes = {n: _note(cam_dir/f'{n}.npy', kw) for n in names}
     todo = [(n, notes[n]) for n in names if overwrite or not _png_done(out_dir/f'{n}.png', notes[n])]
     if n_jobs <= 1 or len(todo) <= 1:
-        for n, note in todo: _pseudo_one(n, cam_dir, ds, out_dir, kw, note)
+        for n, note in todo: _pseudo_one(n, cam_dir, ds, out_dir, kw, note, color_dir)
     else:
         chunks = [todo[i::n_jobs] for i in range(n_jobs)]
         with ProcessPoolExecutor(n_jobs) as ex:
-            for f in [ex.submit(_pseudo_many, c, cam_dir, ds, out_dir, kw) for c in chunks if c]: f.result()
+            for f in [ex.submit(_pseudo_many, c, cam_dir, ds, out_dir, kw, color_dir) for c in chunks if c]: f.result()
     return out_dir

@@ -129,15 +129,16 @@ def load_mask(path:str|Path, # a mask PNG (palette, greyscale, or RGB in VOC col
 
 def save_mask(path:str|Path, # where to write the PNG
               mask:np.ndarray, # (H, W) integer class indices in 0..255
-              note:str|None=None # text kept in the PNG (a `pot_nb` text chunk), e.g. the settings that made the mask
+              note:str|None=None, # text kept in the PNG (a `pot_nb` text chunk), e.g. the settings that made the mask
+              palette:bool=True # VOC palette PNG (as VOC's SegmentationClass); False: greyscale, read as indices by any tool
              )->Path:
-    "Write a class-index mask as a VOC palette PNG, atomically (temporary file in the same folder, then rename)."
+    "Write a class-index mask as a PNG (VOC palette or greyscale), atomically (temporary file in the same folder, then rename)."
     from PIL.PngImagePlugin import PngInfo
     path, mask = Path(path), np.asarray(mask)
     if mask.ndim != 2 or (mask.size and (mask.min() < 0 or mask.max() > 255)):
         raise DataError(f'{path}: a mask must be (H, W) with values in 0..255, got shape {mask.shape}')
     im = Image.fromarray(mask.astype(np.uint8))
-    im.putpalette(voc_palette().ravel().tolist())
+    if palette: im.putpalette(voc_palette().ravel().tolist())
     info = PngInfo()
     if note is not None: info.add_text('pot_nb', note)
     return atomic_write(path, lambda tmp: im.save(tmp, format='PNG', pnginfo=info), 'mask PNG')

@@ -8,13 +8,15 @@ import os
 from pathlib import Path
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from .core import IGNORE_INDEX
 from .files import atomic_write, read_npy, check_name
 
 # %% auto #0
 __all__ = ['DEFAULT_THRESHOLDS', 'confusion_matrix', 'miou_from_confusion', 'ConfusionMeter', 'cams_to_mask', 'save_cam',
-           'load_cam', 'evaluate_cams', 'format_results', 'plot_confusion', 'plot_sweep', 'evaluate_masks']
+           'load_cam', 'evaluate_cams', 'format_results', 'plot_confusion', 'plot_sweep', 'evaluate_masks',
+           'export_cams']
 
 # %% ../nbs/08_evaluate.ipynb #2af950f5
 def confusion_matrix(pred:np.ndarray|torch.Tensor, # predicted class indices (any shape), 255 = no prediction
@@ -127,11 +129,16 @@ def save_cam(path:str|Path, # the .npy file to write
         with open(tmp, 'wb') as f: np.save(f, d, allow_pickle=True)
     return atomic_write(path, write, 'CAM file')
 
-def load_cam(path:str|Path # a CAM file written by `save_cam` (or IRN/SIPE's `make_cam`)
-            )->dict: # keys (K,) int64, high_res (K, H, W) float32, and any extra entries
+def load_cam(path:str|Path # a CAM file: `save_cam`'s (IRN's layout) or SIPE/POT's (`IS_CAM` with a background channel)
+            )->dict: # keys (K,) int64, high_res (K, H, W) float32, and any extra entries (`bg` for SIPE/POT files)
     "Read and check one CAM file; a missing, truncated or malformed file raises an error that names it."
     path, d = Path(path), read_npy(path, 'CAM file')
     if not isinstance(d, dict): raise ValueError(f'{path}: expected a pickled dict with keys/high_res, got {type(d).__name__}')
+    if 'IS_CAM' in d and 'high_res' not in d:               # SIPE / POT: background first, keys shifted by one
+        cams, keys = np.asarray(d['IS_CAM'], np.float32), np.asarray(d['keys']).astype(np.int64).reshape(-1)
+        if cams.ndim != 3 or len(keys) != len(cams) or not len(keys) or keys[0] != 0:
+            raise ValueError(f'{path}: IS_CAM {cams.shape} with keys {keys.tolist()}: expected a background channel first')
+        d = {k: v for k, v in d.items() if k not in ('IS_CAM', 'keys')} | dict(keys=keys[1:] - 1, high_res=cams[1:], bg=cams[0])
     missing = {'keys', 'high_res'} - set(d)
     if missing: raise ValueError(f'{path}: CAM file lacks {sorted(missing)} (has {sorted(d)})')
     keys, hr = np.asarray(d['keys']).astype(np.int64).reshape(-1), np.asarray(d['high_res'], np.float32)
@@ -275,9 +282,11 @@ def evaluate_masks(mask_dir:str|Path, # folder of `{name}.png` masks (palette or
                    source, # dataset (with .names/.classes/.read_mask) or a dataset folder
                    split:str='train', # split to evaluate when `source` is a folder
                    n_images:int|None=None, # only the first n images
-                   names:list[str]|None=None # these images instead of the whole split
+                   names:list[str]|None=None, # these images instead of the whole split
+                   pred_255:str='skip' # a predicted 255: 'skip' (SIPE, chainercv) or 'background' (IRN)
                   )->dict: # miou, iou {class: IoU}, conf, coverage, n_images
     "mIoU of a folder of mask PNGs (pseudo labels or predictions) against the ground truth."
+    if pred_255 not in ('skip', 'background'): raise ValueError(f"pred_255 must be 'skip' or 'background', got {pred_255!r}")
     mask_dir, ds = Path(mask_dir), _as_dataset(source, split)
     cls_names = ['background'] + list(ds.classes)
     names = _split_names(ds, names, n_images)
@@ -287,6 +296,7 @@ def evaluate_masks(mask_dir:str|Path, # folder of `{name}.png` masks (palette or
     for name in names:
         pred, gt = _read_png(mask_dir/f'{name}.png'), _gt(ds, name, split)
         if pred.shape != gt.shape: raise ValueError(f'{mask_dir/name}.png: shape {pred.shape}, ground truth {gt.shape}')
+        if pred_255 == 'background': pred = np.where(pred == IGNORE_INDEX, 0, pred)
         try: meter.update(pred, gt)
         except ValueError as e: raise ValueError(f'{mask_dir/name}.png: {e}') from None
         lab = gt != IGNORE_INDEX
@@ -295,3 +305,37 @@ def evaluate_masks(mask_dir:str|Path, # folder of `{name}.png` masks (palette or
     return dict(miou=r['miou'], iou=dict(zip(cls_names, r['iou'].tolist())), conf=meter.conf,
                 precision=dict(zip(cls_names, r['precision'].tolist())), recall=dict(zip(cls_names, r['recall'].tolist())),
                 coverage=committed / max(labelled, 1), n_images=len(names))
+
+# %% ../nbs/08_evaluate.ipynb #94600fe9
+def _strided(high_res:np.ndarray, stride:int=4):
+    "The maps on IRN's stride grid (ceil(H/stride), ceil(W/stride)), max-normalised, as a torch tensor."
+    H, W = high_res.shape[1:]
+    m = torch.from_numpy(np.ascontiguousarray(high_res, np.float32))[None]
+    m = F.interpolate(m, size=(-(-H // stride), -(-W // stride)), mode='bilinear', align_corners=False)[0]
+    return m / (m.flatten(1).amax(1)[:, None, None] + 1e-5) if len(m) else m
+
+def export_cams(cam_dir:str|Path, # folder of CAM files (`save_cam` / `make_cams`)
+                out_dir:str|Path, # where the converted files go
+                layout:str='irn', # 'irn' (keys, stride-4 `cam` tensor, high_res) or 'sipe' (SIPE/POT: keys + 1, IS_CAM)
+                bg:str|float='auto', # SIPE layout's background: 'auto' (the file's map, else 1 − max), 'map', '1-max', a threshold
+                names:list[str]|None=None # only these images (default: every file in `cam_dir`)
+               )->Path: # out_dir
+    "Write a CAM folder in IRN's or SIPE/POT's own layout, so that those projects' unmodified scripts read it."
+    if layout not in ('irn', 'sipe'): raise ValueError(f"layout must be 'irn' or 'sipe', got {layout!r}")
+    cam_dir, out_dir = Path(cam_dir), Path(out_dir)
+    names = sorted(p.stem for p in cam_dir.glob('*.npy')) if names is None else [check_name(n) for n in names]
+    if not names: raise FileNotFoundError(f'no CAM files in {cam_dir}')
+    for n in names:
+        d = load_cam(cam_dir/f'{n}.npy')
+        keys, hr = d['keys'], d['high_res']
+        if layout == 'irn': out = dict(keys=keys, cam=_strided(hr), high_res=hr)
+        else:
+            if bg == 'map' and 'bg' not in d: raise ValueError(f"{cam_dir/n}.npy: bg='map' but the file has no 'bg' map")
+            if bg in ('auto', 'map') and 'bg' in d: b = np.asarray(d['bg'], np.float32)
+            elif bg in ('auto', '1-max'): b = 1 - hr.max(0) if len(keys) else np.ones(hr.shape[1:], np.float32)
+            else: b = np.full(hr.shape[1:], float(bg), np.float32)
+            out = dict(keys=np.concatenate([[0], keys + 1]).astype(np.int64), IS_CAM=np.concatenate([b[None], hr]))
+        def write(tmp, out=out):
+            with open(tmp, 'wb') as f: np.save(f, out, allow_pickle=True)
+        atomic_write(out_dir/f'{n}.npy', write, 'CAM file')
+    return out_dir

@@ -13,7 +13,7 @@ from .prototypes import prototype_cams, norm_cam
 from .viz import _np, _resize_to, cam_overlay, label_overlay, show_grid
 
 # %% auto #0
-__all__ = ['DEFAULT_SETTINGS', 'explorer_state', 'explorer_figure', 'widget_frontend', 'CAMExplorer']
+__all__ = ['DEFAULT_SETTINGS', 'SLIDER_STEPS', 'explorer_state', 'explorer_figure', 'widget_frontend', 'CAMExplorer']
 
 # %% ../nbs/13_explorer.ipynb #cd27986d
 def explorer_state(feat:torch.Tensor, # (B, D, h, w) hierarchical features
@@ -72,8 +72,8 @@ def explorer_figure(img:np.ndarray, # (H, W, 3) uint8 image
 
 # %% ../nbs/13_explorer.ipynb #391ed184
 def widget_frontend()->bool:
-    "Whether live widgets can be shown: a Jupyter kernel with ipywidgets, not under nbdev_test, CI or `POT_NB_STATIC=1`."
-    if os.environ.get('POT_NB_STATIC', '0') not in ('', '0') or 'IN_TEST' in os.environ or os.environ.get('CI'): return False
+    "Whether live widgets can be shown: a Jupyter kernel (which has the widget comm) with ipywidgets, unless `POT_NB_STATIC=1`."
+    if os.environ.get('POT_NB_STATIC', '0') not in ('', '0'): return False
     try:
         import ipywidgets  # noqa: F401
         from IPython import get_ipython
@@ -84,6 +84,9 @@ def widget_frontend()->bool:
 # %% ../nbs/13_explorer.ipynb #9d851d23
 DEFAULT_SETTINGS = (dict(n_clusters=1), dict(n_clusters=2), dict(n_clusters=3),
                     dict(n_clusters=3, marginals='uniform'), dict(n_clusters=3, eps=0.5))
+SLIDER_STEPS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 3.0)   # the values the eps and tau sliders take
+
+def _setting_name(s:dict)->str: return ', '.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in s.items())
 
 class CAMExplorer:
     "Interactive (ipywidgets) or static (matplotlib) view of the classifier CAM, seed clusters, OT assignment and prototype CAM."
@@ -107,7 +110,7 @@ class CAMExplorer:
         if len(classes) != C: raise ValueError(f'CAMExplorer: {len(classes)} class names for {C} CAM channels')
         self.classes, self.names = list(classes), list(names) if names is not None else [str(i) for i in range(B)]
         self.params = dict(n_clusters=n_clusters, eps=eps, tau=tau, marginals=marginals)
-        self.proto_kw, self.last_state = proto_kw, None
+        self.proto_kw, self.last_state, self.n_draws = proto_kw, None, 0
 
     @classmethod
     @torch.no_grad()
@@ -174,37 +177,62 @@ class CAMExplorer:
         name = 'background' if ch == 0 else self.classes[ch - 1]
         return show_grid(rows, titles, size=size, suptitle=f'image {self.names[i]}, class {name}')
 
-    def widget(self):
-        "Live ipywidgets controls and the six panels, redrawn on every change."
+    def widget(self, i:int=0, cls:str|int|None=None, # the image and class to start from
+               presets=DEFAULT_SETTINGS): # settings offered in the 'preset' dropdown
+        "Live ipywidgets controls and the six panels; every change redraws once."
         import ipywidgets as W
         from IPython.display import display
-        img_w = W.Dropdown(options=[(n, i) for i, n in enumerate(self.names)], value=0, description='image')
-        cls_w = W.Dropdown(options=list(self.channels(0).items()), description='class')
-        k_w = W.IntSlider(value=self.params['n_clusters'], min=1, max=8, description='n_clusters')
-        eps_w = W.FloatLogSlider(value=self.params['eps'], base=10, min=-2.5, max=0.5, step=0.05, description='eps')
-        tau_w = W.FloatLogSlider(value=self.params['tau'], base=10, min=-2.5, max=0.5, step=0.05, description='tau')
-        marg_w = W.ToggleButtons(options=['similarity', 'uniform'], value=self.params['marginals'], description='marginals')
-        out = W.Output()
+        p, ch0 = self.params, self._channel(i, cls)
+        steps = lambda v: sorted(set(SLIDER_STEPS) | {float(v)})
+        img_w = W.Dropdown(options=[(n, j) for j, n in enumerate(self.names)], value=i, description='image')
+        cls_w = W.Dropdown(options=list(self.channels(i).items()), value=ch0, description='class')
+        k_w = W.IntSlider(value=p['n_clusters'], min=1, max=8, description='n_clusters')
+        eps_w = W.SelectionSlider(options=steps(p['eps']), value=float(p['eps']), description='eps')
+        tau_w = W.SelectionSlider(options=steps(p['tau']), value=float(p['tau']), description='tau')
+        marg_w = W.ToggleButtons(options=['similarity', 'uniform'], value=p['marginals'], description='marginals',
+                                 style={'button_width': '90px'})
+        pre_w = W.Dropdown(options=[('—', None)] + [(_setting_name(s), j) for j, s in enumerate(presets)],
+                           value=None, description='preset')
+        out, hold = W.Output(), [False]
         def redraw(*_):
+            if hold[0] or cls_w.value is None: return
             ch = cls_w.value
-            if ch is None: return
             fig = self.figure(img_w.value, 'background' if ch == 0 else ch - 1, n_clusters=k_w.value,
                               eps=eps_w.value, tau=tau_w.value, marginals=marg_w.value)
+            self.n_draws += 1
             with out:
                 out.clear_output(wait=True)
                 display(fig)
             plt.close(fig)
-        def new_image(change):
-            cls_w.options = list(self.channels(change['new']).items())
+        def batch(change_fn):          # several widget changes, one redraw
+            hold[0] = True
+            try: change_fn()
+            finally: hold[0] = False
             redraw()
+        def new_image(change):
+            def swap():
+                name = dict((v, k) for k, v in cls_w.options).get(cls_w.value)
+                opts = self.channels(change['new'])
+                cls_w.options = list(opts.items())
+                cls_w.value = opts.get(name, next(iter(opts.values())))   # keep the class when the image has it
+            batch(swap)
+        def preset(change):
+            if change['new'] is None: return
+            s = {**self.params, **presets[change['new']]}
+            def apply():
+                k_w.value, marg_w.value = s['n_clusters'], s['marginals']
+                for w, k in ((eps_w, 'eps'), (tau_w, 'tau')):
+                    w.options = steps(s[k]); w.value = float(s[k])
+            batch(apply)
         img_w.observe(new_image, names='value')
+        pre_w.observe(preset, names='value')
         for w in (cls_w, k_w, eps_w, tau_w, marg_w): w.observe(redraw, names='value')
-        box = W.VBox([W.HBox([img_w, cls_w, marg_w]), W.HBox([k_w, eps_w, tau_w]), out])
-        box.controls = dict(image=img_w, cls=cls_w, n_clusters=k_w, eps=eps_w, tau=tau_w, marginals=marg_w)
+        box = W.VBox([W.HBox([img_w, cls_w, pre_w]), W.HBox([k_w, eps_w, tau_w]), marg_w, out])
+        box.controls = dict(image=img_w, cls=cls_w, n_clusters=k_w, eps=eps_w, tau=tau_w, marginals=marg_w, preset=pre_w)
         redraw()
         return box
 
     def show(self, i:int=0, cls:str|int|None=None, static:bool|None=None, settings=DEFAULT_SETTINGS):
-        "Live widgets where a frontend can show them, else the static grid of `settings` (`static=None`: detect)."
+        "Live widgets starting at image `i`, class `cls` (presets: `settings`) where a frontend can show them, else the static grid of `settings`."
         if static is None: static = not widget_frontend()
-        return self.grid(i, cls, settings) if static else self.widget()
+        return self.grid(i, cls, settings) if static else self.widget(i, cls, settings)

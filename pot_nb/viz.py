@@ -77,7 +77,7 @@ def show_grid(rows:list, # rows of panels; a panel is an (H, W[, 3]) array or No
              )->plt.Figure:
     "Show a grid of images with titles; returns the figure."
     nr, nc = len(rows), max(len(r) for r in rows)
-    fig, axs = plt.subplots(nr, nc, figsize=(size * nc, size * nr + (0.4 if suptitle else 0)), squeeze=False)
+    fig, axs = plt.subplots(nr, nc, figsize=(size * nc, (size + 0.3) * nr + (0.4 if suptitle else 0)), squeeze=False)  # room for titles
     for i, r in enumerate(rows):
         for j in range(nc):
             ax = axs[i, j]; ax.axis('off')

@@ -23,6 +23,7 @@ cells = []
 for c in nb['cells']:
     ds = d(c)
     if 'hide' in ds or 'include: false' in ds: continue
+    if 'echo: false' in ds and not c.get('outputs'): continue     # nothing to show (e.g. an import cell)
     if c['cell_type'] == 'code':
         if 'echo: false' in ds or 'exporti' in ds: c.setdefault('metadata', {})['jupyter'] = {'source_hidden': True}; c['source'] = ''
         else: c['source'] = re.sub(r'^#\|[^\n]*\n?', '', ''.join(c['source']), flags=re.M)

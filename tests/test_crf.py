@@ -1,4 +1,4 @@
-"Dense CRF and pseudo-label writing: sharpening, IRN semantics, palette PNGs, resumable atomic output."
+"Dense CRF and pseudo-label writing: sharpening, IRN semantics, greyscale PNGs every reader takes, resumable atomic output."
 import os
 import numpy as np
 import pytest
@@ -108,14 +108,22 @@ def _cams(ds, folder):
 def test_pseudo_labels_png_palette_values_and_quality(tmp_path):
     ds = _Squares()
     _cams(ds, tmp_path/'cams')
-    out = make_pseudo_labels(tmp_path/'cams', ds, out_dir=tmp_path/'pl')
+    out = make_pseudo_labels(tmp_path/'cams', ds, out_dir=tmp_path/'pl', color_dir=tmp_path/'pl_color')
     assert out == tmp_path/'pl' and sorted(p.stem for p in out.glob('*.png')) == ds.names
+    import imageio.v2 as imageio
+    cv2 = pytest.importorskip('cv2')
     for name in ds.names:
-        with Image.open(out/f'{name}.png') as im:
-            assert im.mode == 'P'
-            np.testing.assert_array_equal(np.array(im.getpalette()).reshape(-1, 3)[:21], voc_palette(21))
+        with Image.open(out/f'{name}.png') as im:                     # greyscale: the value is the class
+            assert im.mode == 'L'
             m = np.asarray(im)
         assert m.shape == ds.read_mask(name).shape and set(np.unique(m).tolist()) <= {0, 1, 2, 3}
+        # the peers' readers (IRN/SIPE use imageio, many trainers OpenCV) get the same class indices
+        np.testing.assert_array_equal(imageio.imread(out/f'{name}.png'), m)
+        np.testing.assert_array_equal(cv2.imread(str(out/f'{name}.png'), cv2.IMREAD_UNCHANGED), m)
+        with Image.open(tmp_path/'pl_color'/f'{name}.png') as im:     # the optional copy to look at: VOC colours
+            assert im.mode == 'P'
+            np.testing.assert_array_equal(np.array(im.getpalette()).reshape(-1, 3)[:21], voc_palette(21))
+            np.testing.assert_array_equal(np.asarray(im), m)
     r_crf = evaluate_masks(out, ds)['miou']
     raw = make_pseudo_labels(tmp_path/'cams', ds, out_dir=tmp_path/'raw', crf=False)
     assert evaluate_masks(raw, ds)['miou'] == pytest.approx(evaluate_cams(tmp_path/'cams', ds)['miou'])

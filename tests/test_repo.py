@@ -60,3 +60,9 @@ def test_notebooks_cite_no_missing_file():
     "The notebooks explain the method themselves: no reference to a design document that is not in the repository."
     cites = [nb.name for nb in sorted((ROOT/'nbs').glob('*.ipynb')) if 'DESIGN' in nb.read_text()]
     assert not cites, cites
+
+
+def test_notebooks_store_no_widget_state():
+    "Widget state (kilobytes of model JSON per slider) is not committed: the notebooks store their static views."
+    stored = [nb.name for nb in sorted((ROOT/'nbs').glob('*.ipynb')) if 'widgets' in json.loads(nb.read_text())['metadata']]
+    assert not stored, stored

@@ -210,8 +210,8 @@ def test_pseudo_labels_follow_their_cams_and_options(toy, tmp_path):
     again = make_pseudo_labels(cams, toy, out_dir=tmp_path/'fresh', crf=False)
     for f in again.glob('*.png'):
         np.testing.assert_array_equal(np.asarray(Image.open(f)), np.asarray(Image.open(out/f.name)))
-    with Image.open(next(out.glob('*.png'))) as im:                          # still a plain VOC palette PNG
-        assert im.mode == 'P' and 'pot_nb' in im.text
+    with Image.open(next(out.glob('*.png'))) as im:                          # still a plain greyscale PNG
+        assert im.mode == 'L' and 'pot_nb' in im.text
 
 
 # ----------------------------------------------------------------------------------------- commands exit 0
