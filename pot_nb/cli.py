@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import matplotlib.pyplot as plt
 from fastcore.script import Param, store_true
-from .core import seed_everything, colorize_mask, command
+from .core import seed_everything, colorize_mask, command, voc_palette
 from .files import write_json
 from .data import load_dataset, make_fmnist_wsss
 from .train import fit_pot, load_pot_model
@@ -142,21 +142,33 @@ def run_demo(out:str|Path='demo_out', # output folder (data, checkpoints, CAMs, 
 
 # %% ../nbs/12_cli.ipynb #b9134b2b
 def demo_figure(root, dirs:dict, fname, pseudo_dir=None, n:int=5):
-    "Overlay figure: image, ground truth, classifier CAM (cam), classifier and prototype CAM (pot), pseudo mask."
+    "Overlay figure: image, ground truth, one class's classifier CAM (cam) and classifier and prototype CAM (pot), pseudo mask."
     from PIL import Image
+    from matplotlib.patches import Patch
     ds = load_dataset(root, 'train')
-    rows, titles = [], []
+    rows, titles, seen = [], [], set()
     for i in range(n):
         name, it = ds.names[i], ds[i]
-        img, row, tit = it['img'], [it['img'], colorize_mask(it['mask'])], [', '.join(np.array(ds.classes)[it['label'] > 0]), 'ground truth']
+        cls = int(np.nonzero(it['label'])[0][0]) if it['label'].any() else None     # one class per row, named
+        img, row = it['img'], [it['img'], colorize_mask(it['mask'])]
+        tit = [f'CAMs of: {ds.classes[cls]}' if cls is not None else 'no class', 'ground truth']
+        seen |= set(np.unique(it['mask']).tolist())
         for (m, k), d in dirs.items():
             c = load_cam(Path(d)/f'{name}.npy')
-            row.append(cam_overlay(img, c['high_res'].max(0) if len(c['keys']) else np.zeros(img.shape[:2])))
+            j = np.nonzero(c['keys'] == cls)[0]
+            row.append(cam_overlay(img, c['high_res'][j[0]] if len(j) else np.zeros(img.shape[:2])))
             tit.append(f'{m}: {"classifier" if k == "cls" else "prototype"} CAM')
         if pseudo_dir is not None:
-            row.append(colorize_mask(np.asarray(Image.open(Path(pseudo_dir)/f'{name}.png')))); tit.append('pot + CRF pseudo mask')
+            pl = np.asarray(Image.open(Path(pseudo_dir)/f'{name}.png'))
+            row.append(colorize_mask(pl)); tit.append('pot + CRF pseudo mask'); seen |= set(np.unique(pl).tolist())
         rows.append(row); titles.append(tit)
-    return show_grid(rows, titles, fname=fname)
+    fig = show_grid(rows, titles)
+    pal, names = voc_palette(), ['background'] + list(ds.classes)
+    fig.legend(handles=[Patch(color=pal[v] / 255, label=names[v] if v < len(names) else 'ignore') for v in sorted(seen)],
+               loc='lower center', ncol=min(len(seen), 8), fontsize=8, frameon=False, title='mask colours')
+    fig.subplots_adjust(bottom=0.12)
+    if fname is not None: fig.savefig(fname, dpi=100)
+    return fig
 
 # %% ../nbs/12_cli.ipynb #891da365
 @command
