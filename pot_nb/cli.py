@@ -109,6 +109,11 @@ def run_demo(out:str|Path='demo_out', # output folder (data, checkpoints, CAMs, 
              crf:bool=True, seed:int=0, device=None)->dict:
     "Run the main job: data, `cam` and `pot` training, CAMs, evaluation, CRF pseudo labels, table and figures."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    print(f"pot_demo: builds the Fashion-MNIST benchmark ({n_train} training / {n_val} validation images, {size} px), "
+          f"trains the classifier-CAM baseline (cam) and POT (pot) for {epochs} epochs each ({arch}), then writes and "
+          f"scores the CAMs of {n_eval} training images{' and their dense-CRF pseudo masks' if crf else ''}.\n"
+          f"With the default sizes: about 8 minutes on a 2-core CPU; expect CAM mIoU near 33 (cam, 1 − max) and 35 "
+          f"(cam, best threshold) against about 40 for POT's CAMs at their best threshold.", flush=True)
     seed_everything(seed)
     t0 = time.time()
     root = make_fmnist_wsss(out/'fmnist_wsss', n_train=n_train, n_val=n_val, size=size, seed=seed)

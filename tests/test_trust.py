@@ -251,6 +251,8 @@ def test_the_demo_exits_0(tmp_path):
             '--size', '64', '--n_eval', '4', '--no_crf')
     assert r.returncode == 0, r.stderr[-3000:]
     assert '| pot | prototype |' in r.stdout and (tmp_path/'demo'/'results.json').is_file()
+    assert r.stdout.startswith('pot_demo: builds the Fashion-MNIST benchmark (32 training / 8 validation images')
+    assert 'about 8 minutes' in r.stdout.splitlines()[1]                     # says up front what it runs and takes
 
 
 def test_every_command_fails_with_one_line(toy, tmp_path):
