@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from .core import IGNORE_INDEX
-from .files import atomic_write, read_npy, check_name
+from .files import read_npy, write_npy, check_name
 
 # %% auto #0
 __all__ = ['DEFAULT_THRESHOLDS', 'confusion_matrix', 'miou_from_confusion', 'ConfusionMeter', 'cams_to_mask', 'save_cam',
@@ -124,10 +124,7 @@ def save_cam(path:str|Path, # the .npy file to write
     keys, high_res = np.asarray(keys, np.int64).reshape(-1), np.asarray(high_res, np.float32)
     if high_res.ndim != 3 or high_res.shape[0] != len(keys):
         raise ValueError(f'{path}: high_res must be (K, H, W) with K = len(keys) = {len(keys)}, got {high_res.shape}')
-    d = dict(keys=keys, high_res=high_res, **extra)
-    def write(tmp):
-        with open(tmp, 'wb') as f: np.save(f, d, allow_pickle=True)
-    return atomic_write(path, write, 'CAM file')
+    return write_npy(path, dict(keys=keys, high_res=high_res, **extra), 'CAM file')
 
 def load_cam(path:str|Path # a CAM file: `save_cam`'s (IRN's layout) or SIPE/POT's (`IS_CAM` with a background channel)
             )->dict: # keys (K,) int64, high_res (K, H, W) float32, and any extra entries (`bg` for SIPE/POT files)
@@ -335,7 +332,5 @@ def export_cams(cam_dir:str|Path, # folder of CAM files (`save_cam` / `make_cams
             elif bg in ('auto', '1-max'): b = 1 - hr.max(0) if len(keys) else np.ones(hr.shape[1:], np.float32)
             else: b = np.full(hr.shape[1:], float(bg), np.float32)
             out = dict(keys=np.concatenate([[0], keys + 1]).astype(np.int64), IS_CAM=np.concatenate([b[None], hr]))
-        def write(tmp, out=out):
-            with open(tmp, 'wb') as f: np.save(f, out, allow_pickle=True)
-        atomic_write(out_dir/f'{n}.npy', write, 'CAM file')
+        write_npy(out_dir/f'{n}.npy', out, 'CAM file')
     return out_dir

@@ -10,7 +10,8 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['SAFE_GLOBALS', 'UnsafeFileError', 'SafeUnpickler', 'read_npy', 'torch_load', 'DiskFullError', 'tmp_name',
-           'atomic_write', 'clean_stale_tmps', 'write_json', 'check_name', 'fingerprint', 'module_fingerprint']
+           'atomic_write', 'clean_stale_tmps', 'write_json', 'write_npy', 'check_name', 'fingerprint',
+           'module_fingerprint']
 
 # %% ../nbs/00a_files.ipynb #06545eae
 class UnsafeFileError(ValueError):
@@ -170,6 +171,16 @@ def write_json(path, # the .json file to write (its folder is created)
     "Write `obj` as JSON atomically: a temporary file in the same folder, then `os.replace`."
     text = json.dumps(obj, indent=indent, default=float)
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text), 'JSON file')
+
+# %% ../nbs/00a_files.ipynb #eeeaf415
+def write_npy(path, # the .npy file to write (its folder is created)
+              obj, # an array, or a dict of arrays / tensors / plain values
+              what:str='file' # what the file is, for the error messages
+             )->Path:
+    "Write one `.npy` file atomically (a dict is stored as IRN/SIPE do: a pickled 0-d object array)."
+    def write(tmp):
+        with open(tmp, 'wb') as f: np.save(f, obj)
+    return atomic_write(path, write, what)
 
 # %% ../nbs/00a_files.ipynb #dc67c8de
 def check_name(name:str, # an image name (or a split name) that will become part of a file name

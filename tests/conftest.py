@@ -36,3 +36,17 @@ def tiny_run(tmp_path_factory):
     root = make_toy_voc(tmp/'toy', n=8, size=40, seed=0, n_val=4)
     learn = fit_pot(root, epochs=1, bs=4, size=48, n_clusters=2, metrics=(), path=tmp/'run', n_valid=4, device='cpu')
     return root, learn, tmp/'run'/'models'/'pot.ckpt'
+
+
+@pytest.fixture(scope='module')
+def toy(tmp_path_factory):
+    "A small toy VOC folder (8 training, 4 validation images of 40 px), one per test module."
+    from pot_nb.data import make_toy_voc
+    return make_toy_voc(tmp_path_factory.mktemp('toy')/'toy', n=8, size=40, seed=1, n_val=4)
+
+@pytest.fixture
+def copy(toy, tmp_path):
+    "A copy of `toy` that a test may break."
+    import shutil
+    from pathlib import Path
+    return Path(shutil.copytree(toy, tmp_path/'t'))

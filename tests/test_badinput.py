@@ -18,13 +18,7 @@ from pot_nb.evaluate import evaluate_cams, load_cam, save_cam
 from pot_nb.crf import make_pseudo_labels
 from conftest import write_cams_from_masks
 
-@pytest.fixture(scope='module')
-def toy(tmp_path_factory):
-    return make_toy_voc(tmp_path_factory.mktemp('bad')/'toy', n=8, size=40, seed=1, n_val=4)
 
-@pytest.fixture
-def copy(toy, tmp_path):
-    return Path(shutil.copytree(toy, tmp_path/'t'))
 
 # ---------------------------------------------------------------- image and mask files
 

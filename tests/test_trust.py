@@ -48,14 +48,8 @@ def one_error_line(r, prog, *words):
     for w in words: assert str(w) in lines[0], (w, lines[0])
 
 
-@pytest.fixture(scope='module')
-def toy(tmp_path_factory):
-    return make_toy_voc(tmp_path_factory.mktemp('trust')/'toy', n=8, size=40, seed=1, n_val=4)
 
 
-@pytest.fixture
-def copy(toy, tmp_path):
-    return Path(shutil.copytree(toy, tmp_path/'t'))
 
 
 @pytest.fixture(scope='module')
