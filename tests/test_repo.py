@@ -66,3 +66,10 @@ def test_notebooks_store_no_widget_state():
     "Widget state (kilobytes of model JSON per slider) is not committed: the notebooks store their static views."
     stored = [nb.name for nb in sorted((ROOT/'nbs').glob('*.ipynb')) if 'widgets' in json.loads(nb.read_text())['metadata']]
     assert not stored, stored
+
+
+def test_notebooks_stay_light():
+    "Photo-like figures are stored as JPEG (`%config InlineBackend.figure_formats`): a clone stays small to fetch."
+    sizes = {p.name: p.stat().st_size for p in (ROOT/'nbs').glob('*.ipynb')}
+    heavy = {n: s for n, s in sizes.items() if s > 650_000}
+    assert not heavy, f'notebooks over 650 kB: {heavy}'
