@@ -13,6 +13,7 @@ from PIL import Image
 from fastprogress.fastprogress import progress_bar
 from .core import get_device, max_norm, show_progress
 from .data import load_dataset, normalize
+from .config import POTConfig, option_names
 from .prototypes import prototype_cams
 from .evaluate import save_cam, load_cam
 from .train import unwrap_model
@@ -166,11 +167,8 @@ def make_cams(learn_or_model, # a fastai `Learner` from `fit_pot`, or a `POTNet`
     method = cfg.get('method', 'pot')
     if kind == 'auto': kind = 'cls' if method == 'cam' else 'proto'
     if kind not in ('proto', 'cls', 'fuse'): raise ValueError(f"kind must be 'proto', 'cls', 'fuse' or 'auto', got {kind!r}")
-    kw = {k: cfg[k] for k in ('n_clusters', 'scope', 'marginals', 'eps', 'tau') if k in cfg}
-    if method == 'sipe': kw['n_clusters'] = 1
-    if method == 'cam' and 'n_clusters' not in proto_kw: kw.setdefault('n_clusters', 3)
-    kw.pop('scope', None)  # one image at a time: 'image' and 'batch' scopes coincide
-    kw.update(proto_kw)
+    pcfg = POTConfig.from_dict(cfg).replace(**{k: proto_kw.pop(k) for k in list(proto_kw) if k in option_names()})
+    kw = {k: v for k, v in pcfg.proto_kw.items() if k != 'scope'} | proto_kw   # one image at a time: scopes coincide
     scales = check_scales(scales)
     if n_images is not None and n_images < 1: raise ValueError(f'n_images must be >= 1 or None, got {n_images}')
     ds = load_dataset(source, split) if isinstance(source, (str, Path)) else source

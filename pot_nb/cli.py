@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 from fastcore.script import Param, store_true
 from .core import seed_everything, colorize_mask, command, voc_palette
 from .files import write_json
+from .config import POTConfig
 from .data import load_dataset, make_fmnist_wsss
 from .train import fit_pot, load_pot_model
 from .cams import make_cams
@@ -24,24 +25,21 @@ __all__ = ['pot_train', 'pot_cams', 'pot_eval', 'pot_pseudo', 'run_demo', 'demo_
 # %% ../nbs/12_cli.ipynb #0e1f6fae
 def _floats(s)->tuple: return tuple(float(v) for v in str(s).replace(',', ' ').split())
 
-@command
+@command(config=POTConfig)
 def pot_train(data:str, # dataset folder (VOC layout, VOC 2012, COCO 2014, or 'fmnist'/'toy')
               out:str='runs/pot', # run folder: checkpoints go to OUT/models
               arch:str='lite0', # 'lite0', 'resnet50' or a timm model name
-              method:str='pot', # 'pot', 'sipe' or 'cam'
               epochs:int=5, bs:int=16, size:int=256,
-              n_clusters:int=2, scope:str='image', marginals:str='similarity', loss:str='adaptive',
-              eps:float=0.05, tau:float=0.1, lam:float=0.5,
               lr:float=None, opt:str='adam', schedule:str='poly',
               n_valid:int=64, num_workers:int=0, seed:int=0, device:str=None,
               fname:str='pot', # checkpoint name
               train_split:str='train', valid_split:str='val', # e.g. --train_split train_aug on VOC with SBD
               resume:store_true=False, # continue from OUT/models/FNAME.ckpt
               deterministic:store_true=False, # deterministic kernels on the GPU (slower; see the VOC recipe)
-              no_pretrained:store_true=False): # start from random weights
-    "Train POT (or a baseline) with fastai and save a resumable checkpoint."
-    learn = fit_pot(data, arch=arch, epochs=epochs, bs=bs, size=size, method=method, n_clusters=n_clusters,
-                    scope=scope, marginals=marginals, loss=loss, eps=eps, tau=tau, lam=lam, lr=lr, opt=opt,
+              no_pretrained:store_true=False, # start from random weights
+              **changes): # `POTConfig` options (--method, --n_clusters, --lam, ...; see `pot_train --help`)
+    "Train POT (or a baseline, `--method sipe|cam`) with fastai and save a resumable checkpoint."
+    learn = fit_pot(data, POTConfig().replace(**changes), arch=arch, epochs=epochs, bs=bs, size=size, lr=lr, opt=opt,
                     schedule=schedule, pretrained=not no_pretrained, num_workers=num_workers, n_valid=n_valid,
                     seed=seed, device=device, path=out, fname=fname, resume=resume, train_split=train_split,
                     valid_split=valid_split, deterministic=deterministic)
@@ -105,7 +103,8 @@ def run_demo(out:str|Path='demo_out', # output folder (data, checkpoints, CAMs, 
              epochs:int=3, bs:int=16, size:int=160, # schedule shared by both methods
              n_eval:int=200, # training images whose CAMs are generated and scored
              scales=(1.0, 0.5, 1.5), # CAM scales (with flips)
-             n_clusters:int=2, lr:float|None=None, arch:str='lite0',
+             cfg:POTConfig|None=None, # the pot row's options (the cam row: the same with method 'cam')
+             lr:float|None=None, arch:str='lite0',
              crf:bool=True, seed:int=0, device=None)->dict:
     "Run the main job: data, `cam` and `pot` training, CAMs, evaluation, CRF pseudo labels, table and figures."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
@@ -121,7 +120,7 @@ def run_demo(out:str|Path='demo_out', # output folder (data, checkpoints, CAMs, 
     rows, dirs = [], {}
     for method in ('cam', 'pot'):
         t = time.time()
-        learn = fit_pot(root, arch=arch, epochs=epochs, bs=bs, size=size, method=method, n_clusters=n_clusters,
+        learn = fit_pot(root, (cfg or POTConfig()).replace(method=method), arch=arch, epochs=epochs, bs=bs, size=size,
                         lr=lr, path=out/method, seed=seed, device=device, n_valid=64)
         train_s = time.time() - t
         maps = ['cls'] if method == 'cam' else ['cls', 'proto']
@@ -176,12 +175,13 @@ def demo_figure(root, dirs:dict, fname, pseudo_dir=None, n:int=5):
     return fig
 
 # %% ../nbs/12_cli.ipynb #891da365
-@command
+@command(config=POTConfig)
 def pot_demo(out:str='demo_out', # output folder
              n_train:int=1000, n_val:int=200, epochs:int=3, bs:int=16, size:int=160,
-             n_eval:int=200, n_clusters:int=2, arch:str='lite0',
-             no_crf:store_true=False, seed:int=0, device:str=None):
+             n_eval:int=200, arch:str='lite0',
+             no_crf:store_true=False, seed:int=0, device:str=None,
+             **changes): # `POTConfig` options of the pot row (--n_clusters, --lam, ...)
     "The main job on the built-in Fashion-MNIST WSSS data: train cam and pot, make CAMs, evaluate, save figures."
     import matplotlib; matplotlib.use('Agg')
     return run_demo(out, n_train=n_train, n_val=n_val, epochs=epochs, bs=bs, size=size, n_eval=n_eval,
-                    n_clusters=n_clusters, arch=arch, crf=not no_crf, seed=seed, device=device)
+                    cfg=POTConfig().replace(**changes), arch=arch, crf=not no_crf, seed=seed, device=device)

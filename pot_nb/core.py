@@ -10,8 +10,8 @@ import torch
 
 # %% auto #0
 __all__ = ['IGNORE_INDEX', 'VOC_CLASSES', 'COCO_CLASSES', 'voc_palette', 'colorize_mask', 'seed_everything', 'get_device',
-           'max_norm', 'mask_by_labels', 'labels_with_bg', 'add_background', 'run_command', 'command', 'warn_user',
-           'show_progress']
+           'max_norm', 'mask_by_labels', 'labels_with_bg', 'add_background', 'run_command', 'config_flags', 'command',
+           'warn_user', 'show_progress']
 
 # %% ../nbs/00_core.ipynb #0b46a1c5
 IGNORE_INDEX = 255
@@ -143,19 +143,43 @@ def run_command(main, # called without arguments: does the work (parses `sys.arg
             msg = f'{type(e).__name__}: {msg} (POT_NB_TRACEBACK=1 prints the traceback)'
         print(f'{prog}: error: {msg}', file=sys.stderr); raise SystemExit(1)
 
-def command(func):
+def _flag_type(anno):
+    "argparse's `type` for an annotation: `bool` reads true/false, yes/no, 1/0."
+    if anno is bool: return lambda s: {'true': True, 'yes': True, '1': True, 'false': False, 'no': False, '0': False}[s.lower()]
+    return anno if anno in (int, float, str) else str
+
+def config_flags(parser, # an `argparse.ArgumentParser`
+                 config): # a dataclass: one `--field` flag each, with its commented help
+    "Add a flag per field of `config`; an unset flag is `None`, which keeps the configuration's own value."
+    import dataclasses, typing
+    from fastcore.docments import docments
+    docs, types = docments(config), typing.get_type_hints(config)
+    group = parser.add_argument_group(f'{config.__name__} options')
+    for f in dataclasses.fields(config):
+        group.add_argument(f'--{f.name}', type=_flag_type(types[f.name]), default=None,
+                           help=f"{docs.get(f.name) or ''} (default: {f.default})".strip())
+    return parser
+
+def command(func=None, # the function; its annotated, commented arguments become flags
+            config=None): # a dataclass whose fields become flags too, passed to `func` as keywords when set
     "Make `func` a console script (flags from its annotated arguments) that exits 0 on success and 1 with one line on failure."
     import functools, inspect
-    argv_style = list(inspect.signature(func).parameters) == ['argv']     # parses its own arguments (argparse)
+    if func is None: return functools.partial(command, config=config)
+    sig = inspect.signature(func)
+    argv_style = list(sig.parameters) == ['argv']     # parses its own arguments (argparse)
     @functools.wraps(func)
     def _f(*args, **kwargs):
         if args or kwargs or not _run_as_script(inspect.currentframe().f_back): return func(*args, **kwargs)
         def main():
             if argv_style: return func()
             from fastcore.script import anno_parser
-            ns = vars(anno_parser(func).parse_args())
+            shown = functools.wraps(func)(lambda *a, **k: None)           # the flags: every argument but `**kw`
+            shown.__signature__ = sig.replace(parameters=[p for p in sig.parameters.values() if p.kind != p.VAR_KEYWORD])
+            parser = anno_parser(shown)
+            if config is not None: config_flags(parser, config)
+            ns = vars(parser.parse_args())
             ns.pop('pdb', None); ns.pop('xtra', None)
-            func(**ns)
+            func(**{k: v for k, v in ns.items() if v is not None or k in sig.parameters})
         run_command(main)
     return _f
 

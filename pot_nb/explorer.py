@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import matplotlib
 import matplotlib.pyplot as plt
+from .config import POTConfig
 from .prototypes import prototype_cams, norm_cam
 from .viz import _np, _resize_to, cam_overlay, label_overlay, show_grid
 
@@ -21,23 +22,20 @@ def explorer_state(feat:torch.Tensor, # (B, D, h, w) hierarchical features
                    labels:torch.Tensor, # (B, C) multi-hot image labels
                    i:int, # image index
                    channel:int, # 0 = background, c + 1 = foreground class c (must be in the image's labels)
-                   n_clusters:int=3, # K, prototypes per class
-                   eps:float=0.05, # Sinkhorn entropic regularisation
-                   tau:float=0.1, # temperature of the similarity-aware marginals
-                   marginals:str='similarity', # 'similarity' or 'uniform'
-                   **kw # other options of `prototype_cams` (use_ot, seed, ...)
+                   cfg:POTConfig|None=None, # the prototype options (default `POTConfig()`)
+                   **changes # options that differ from `cfg` (n_clusters, eps, tau, marginals, ...)
                   )->dict: # cls_cam, clusters, assign, q (K, h, w), confidence, proto_cam, n_found, ot_iters
     "The maps the explorer draws for one image, one channel and one parameter setting (numpy, on the feature grid)."
-    C = cam.shape[1]
+    cfg, C = (cfg or POTConfig()).replace(**changes), cam.shape[1]
     if not 0 <= i < feat.shape[0]: raise IndexError(f'image index {i} out of range for {feat.shape[0]} images')
     if not 0 <= channel <= C: raise ValueError(f'channel must lie in [0, {C}] (0 = background), got {channel}')
     if channel and not labels[i, channel - 1] > 0:
         raise ValueError(f'image {i} does not contain class {channel - 1}: its labels are {_np(labels[i]).nonzero()[0].tolist()}')
     f, c, y = feat[i:i + 1].float(), cam[i:i + 1].float(), labels[i:i + 1].float()
     with torch.no_grad():
-        out = prototype_cams(f, c, y, n_clusters=n_clusters, eps=eps, tau=tau, marginals=marginals, **kw)
+        out = prototype_cams(f, c, y, **cfg.proto_kw)
     h, w = f.shape[-2:]
-    K = n_clusters
+    K = cfg.n_clusters
     p = int((out.groups[:, 1] == channel).nonzero()[0, 0])                      # the (image, channel) group
     slot = out.slot[0]
     clusters = torch.where((slot >= 0) & (slot // K == p), slot % K, torch.full_like(slot, -1))
@@ -46,7 +44,7 @@ def explorer_state(feat:torch.Tensor, # (B, D, h, w) hierarchical features
                 assign=_np(out.assign[0, channel]), q=_np(out.q[p].T.reshape(K, h, w)),
                 confidence=_np(out.weight[0, channel]), proto_cam=_np(out.cams[0, channel]),
                 n_found=len(found), ot_iters=out.ot_iters,
-                params=dict(n_clusters=n_clusters, eps=eps, tau=tau, marginals=marginals))
+                params=dict(n_clusters=cfg.n_clusters, eps=cfg.eps, tau=cfg.tau, marginals=cfg.marginals))
 
 # %% ../nbs/13_explorer.ipynb #d8105b2a
 def _panels(img:np.ndarray, s:dict, min_cam:float)->list:
@@ -97,8 +95,8 @@ class CAMExplorer:
                  labels:torch.Tensor, # (B, C) multi-hot image labels
                  classes:list[str], # the C foreground class names
                  names:list[str]|None=None, # image names (default: their indices)
-                 n_clusters:int=3, eps:float=0.05, tau:float=0.1, marginals:str='similarity', # starting values
-                 **proto_kw): # other options of `prototype_cams`
+                 cfg:POTConfig|None=None, # the starting options (default `POTConfig()`)
+                 **changes): # options that differ from `cfg` (n_clusters, eps, tau, marginals, ...)
         if isinstance(images, torch.Tensor) and images.ndim == 4 and images.shape[1] == 3: images = images.permute(0, 2, 3, 1)
         self.images = [np.asarray(_np(im), np.uint8) for im in images]
         self.feats, self.cams = torch.as_tensor(feats).detach().float().cpu(), torch.as_tensor(cams).detach().float().cpu()
@@ -109,8 +107,9 @@ class CAMExplorer:
                              f'and labels {tuple(self.labels.shape)} must agree on the batch size and the classes')
         if len(classes) != C: raise ValueError(f'CAMExplorer: {len(classes)} class names for {C} CAM channels')
         self.classes, self.names = list(classes), list(names) if names is not None else [str(i) for i in range(B)]
-        self.params = dict(n_clusters=n_clusters, eps=eps, tau=tau, marginals=marginals)
-        self.proto_kw, self.last_state, self.n_draws = proto_kw, None, 0
+        self.cfg = (cfg or POTConfig()).replace(**changes)
+        self.params = {k: getattr(self.cfg, k) for k in ('n_clusters', 'eps', 'tau', 'marginals')}   # the controls
+        self.last_state, self.n_draws = None, 0
 
     @classmethod
     @torch.no_grad()
@@ -120,10 +119,11 @@ class CAMExplorer:
                    classes:list[str]|None=None, # class names (default: `model.pot_config['classes']`)
                    norm:str|None=None, # input normalisation (default: the model's)
                    device=None, # where to run (default: the model's device)
-                   **kw): # passed to `CAMExplorer`
+                   **kw): # passed to `CAMExplorer` (default `cfg`: the options the model was trained with)
         "Run `model` on the images to get the hierarchical features and classifier CAMs, then explore them."
         from pot_nb.data import normalize
         from pot_nb.train import unwrap_model
+        kw.setdefault('cfg', POTConfig.from_dict(getattr(model, 'pot_config', None) or getattr(unwrap_model(model), 'pot_config', None)))
         model = unwrap_model(model)
         imgs = np.stack([np.asarray(im, np.uint8) for im in images])
         device = device or next(model.parameters()).device
@@ -151,7 +151,7 @@ class CAMExplorer:
     def state(self, i:int=0, cls:str|int|None=None, **params)->dict:
         "`explorer_state` of image `i` and class `cls` (a name, a foreground index, or None for the first present class)."
         p = {**self.params, **params}
-        self.last_state = explorer_state(self.feats, self.cams, self.labels, i, self._channel(i, cls), **p, **self.proto_kw)
+        self.last_state = explorer_state(self.feats, self.cams, self.labels, i, self._channel(i, cls), self.cfg, **p)
         return self.last_state
 
     def figure(self, i:int=0, cls:str|int|None=None, **params)->plt.Figure:

@@ -7,10 +7,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from .core import labels_with_bg
+from .config import POTConfig
 from .prototypes import norm_cam, prototype_cams, ProtoOutput
 
 # %% auto #0
-__all__ = ['cls_loss', 'consistency_loss', 'pot_loss']
+__all__ = ['cls_loss', 'consistency_loss', 'grid_valid', 'prototype_step', 'pot_loss']
 
 # %% ../nbs/06_loss.ipynb #e464d1f6
 def cls_loss(score:torch.Tensor, # (B, C) image scores (GAP of the classifier CAM)
@@ -39,33 +40,42 @@ def consistency_loss(cls_cam:torch.Tensor, # (B, C+1, h, w) normalised classifie
     return (w * (cls_cam - proto_cam).abs()).sum() / w.sum().clamp_min(1e-6)
 
 # %% ../nbs/06_loss.ipynb #e529c2fb
+def grid_valid(valid:torch.Tensor|None, # (B, H, W) bool valid pixels of the crop, any resolution
+               size:tuple)->torch.Tensor|None: # (h, w) the CAM grid → (B, h, w) bool
+    "The crop-validity mask on the CAM grid: a grid cell is valid when most of its area is."
+    if valid is None: return None
+    valid = valid.bool()
+    if tuple(valid.shape[-2:]) == tuple(size): return valid
+    return F.interpolate(valid[:, None].float(), size=tuple(size), mode='area')[:, 0] >= 0.5
+
+def prototype_step(cam:torch.Tensor, # (B, C, h, w) raw classifier CAM
+                   feat:torch.Tensor, # (B, D, h, w) hierarchical feature on the same grid
+                   labels:torch.Tensor, # (B, C) multi-hot image labels
+                   cfg:POTConfig|None=None, # the method's options (default `POTConfig()`)
+                   valid:torch.Tensor|None=None # (B, H, W) bool valid pixels of the crop, any resolution
+                  )->ProtoOutput|None: # None for method 'cam'
+    "POT's prototype step on a training batch: `prototype_cams` with the configuration's options, on valid pixels."
+    cfg = cfg or POTConfig()
+    if cfg.method == 'cam': return None
+    if cam.shape[2:] != feat.shape[2:]:
+        raise ValueError(f'pot_loss: cam grid {tuple(cam.shape[2:])} differs from the feature grid {tuple(feat.shape[2:])}')
+    return prototype_cams(feat, cam, labels, valid=grid_valid(valid, cam.shape[2:]), **cfg.proto_kw)
+
+# %% ../nbs/06_loss.ipynb #0b6af76f
 def pot_loss(score:torch.Tensor, # (B, C) image scores
              cam:torch.Tensor, # (B, C, h, w) raw classifier CAM
              feat:torch.Tensor, # (B, D, h, w) hierarchical feature on the same grid
              labels:torch.Tensor, # (B, C) multi-hot image labels
-             method:str='pot', # 'pot', 'sipe' (K = 1, no OT, fixed weights) or 'cam' (classification only)
-             lam:float=0.5, # weight λ of the consistency loss (the ablation's choice)
-             n_clusters:int=2, # K for method 'pot' (the ablation's choice)
-             scope:str='image', # 'image' or 'batch' prototype sets
-             marginals:str='similarity', # 'similarity' or 'uniform' OT marginals
-             loss:str='adaptive', # 'adaptive' or 'fixed' consistency weights (method 'pot')
-             eps:float=0.05, # Sinkhorn entropic regularisation
-             tau:float=0.1, # similarity-marginal temperature
+             cfg:POTConfig|None=None, # the method's options (default `POTConfig()`)
              valid:torch.Tensor|None=None, # (B, H, W) bool valid pixels of the crop, any resolution
-             **kwargs # more `prototype_cams` options (use_ot, kmeans_iters, sinkhorn_iters, seed, ...)
+             proto:ProtoOutput|None=None, # this batch's `prototype_step`, when it already ran
+             **changes # options that differ from `cfg` for this call (method, lam, n_clusters, ...)
             )->dict: # loss (total), cls, con (scalars) and proto (`ProtoOutput` or None)
-    "The training loss `L_cls + λ·L_con` of the chosen method, with its parts."
-    if method not in ('pot', 'sipe', 'cam'): raise ValueError(f"method must be 'pot', 'sipe' or 'cam', got {method!r}")
+    "The training loss `L_cls + λ·L_con` of the configured method, with its parts."
+    cfg = (cfg or POTConfig()).replace(**changes)
     lc = cls_loss(score, labels)
-    if method == 'cam': return dict(loss=lc, cls=lc, con=lc.new_zeros(()), proto=None)
-    if cam.shape[2:] != feat.shape[2:]:
-        raise ValueError(f'pot_loss: cam grid {tuple(cam.shape[2:])} differs from the feature grid {tuple(feat.shape[2:])}')
-    if valid is not None:
-        valid = valid.bool()
-        if valid.shape[-2:] != cam.shape[2:]:   # a pixel of the grid is valid when most of its area is
-            valid = F.interpolate(valid[:, None].float(), size=cam.shape[2:], mode='area')[:, 0] >= 0.5
-    if method == 'sipe': n_clusters, kwargs['use_ot'], loss = 1, False, 'fixed'
-    po = prototype_cams(feat, cam, labels, n_clusters=n_clusters, scope=scope, marginals=marginals, eps=eps, tau=tau,
-                        valid=valid, **kwargs)
-    con = consistency_loss(norm_cam(cam, labels), po.cams, po.weight, labels, loss=loss, valid=valid)
-    return dict(loss=lc + lam * con, cls=lc, con=con, proto=po)
+    if cfg.method == 'cam': return dict(loss=lc, cls=lc, con=lc.new_zeros(()), proto=None)
+    if proto is None: proto = prototype_step(cam, feat, labels, cfg, valid)
+    con = consistency_loss(norm_cam(cam, labels), proto.cams, proto.weight, labels, loss=cfg.loss,
+                           valid=grid_valid(valid, cam.shape[2:]))
+    return dict(loss=lc + cfg.lam * con, cls=lc, con=con, proto=proto)

@@ -14,6 +14,7 @@ from .core import get_device, seed_everything, command
 from .files import write_json
 from .data import make_toy_voc, load_dataset, normalize
 from .model import POTNet
+from .loss import prototype_step
 from .train import POTLoss
 from .cams import make_cams
 from .evaluate import evaluate_cams
@@ -137,7 +138,9 @@ def profile_step(model:POTNet, # in training mode
             with _autocast(x.device, amp): pred = model(x)
             t1 = clk.now()
         finally: hook.remove()
-        loss = loss_fn(pred, labels)
+        with torch.autocast(device_type=x.device.type, enabled=False):     # as `POTCallback` runs it: float32
+            po = prototype_step(pred[1].float(), pred[2].float(), labels.float(), loss_fn.cfg)
+        loss = loss_fn(pred, labels, proto=po)
         t2 = clk.now()
         outs = [p for p in pred if p.requires_grad]
         hooks = [p.register_hook(lambda g: grads.append(clk.now())) for p in outs]
@@ -155,7 +158,6 @@ def profile_step(model:POTNet, # in training mode
     res = dict(backbone_fwd=marks.get('backbone', t0) - t0, heads_fwd=t1 - marks.get('backbone', t0),
                clustering=cl, ot=ot, prototype_cams=pc - cl - ot, loss=(t2 - t1) - pc,
                loss_bwd=t_grad - t2, net_bwd=t3 - t_grad, optimizer=t4 - t3, total=t4 - t0)
-    po = getattr(loss_fn, 'proto', None)
     res.update(calls=dict(clk.calls), kmeans_iters=getattr(po, 'n_iters', 0), ot_iters=getattr(po, 'ot_iters', 0),
                groups=0 if po is None else len(po.groups))
     return res

@@ -24,32 +24,52 @@ from fastai.data.core import DataLoaders
 from .core import seed_everything, get_device, max_norm, mask_by_labels, add_background, IGNORE_INDEX, show_progress
 from .data import wsss_dls
 from .model import POTNet, param_groups
-from .loss import pot_loss
+from .config import POTConfig, option_names
+from .loss import pot_loss, prototype_step
 from .prototypes import prototype_cams
 from .evaluate import confusion_matrix, miou_from_confusion
 from .files import atomic_write, clean_stale_tmps, torch_load
 
 # %% auto #0
-__all__ = ['POTLoss', 'NonFiniteGuard', 'LineLog', 'cams_for_eval', 'CAMmIoU', 'unwrap_model', 'ResumeCheckpoint', 'save_learner',
-           'save_checkpoint', 'load_checkpoint', 'distributed_ctx', 'arch_norm', 'fit_pot', 'load_pot_model']
+__all__ = ['POTLoss', 'POTCallback', 'NonFiniteGuard', 'LineLog', 'cams_for_eval', 'CAMmIoU', 'unwrap_model', 'ResumeCheckpoint',
+           'save_learner', 'save_checkpoint', 'load_checkpoint', 'distributed_ctx', 'arch_norm', 'fit_pot',
+           'load_pot_model']
 
 # %% ../nbs/09_train.ipynb #9a121ff1
 class POTLoss:
-    "fastai loss function: `L_cls + lam·L_con` from `pot_nb.loss.pot_loss`, remembering the last components."
-    def __init__(self, method:str='pot', # 'pot' | 'sipe' | 'cam'
-                 **kw): # passed to `pot_loss` (lam, n_clusters, scope, marginals, loss, eps, tau, ...)
-        self.method, self.kw, self.last = method, kw, {}
-        self.proto, self.proto_for = None, None  # the last `ProtoOutput` and the CAM tensor it was computed from
-    def __call__(self, pred, label, extra=None):
+    "fastai loss function: `L_cls + lam·L_con` of a `POTConfig` (`pot_loss`), remembering the last components."
+    def __init__(self, cfg:POTConfig|str|None=None, # the method's options, or a preset name ('cam', 'sipe', 'pot')
+                 **changes): # options that differ from `cfg`
+        if cfg is None or isinstance(cfg, str): cfg = POTConfig.preset(cfg or 'pot')
+        self.cfg, self.last = cfg.replace(**changes), {}
+    def __call__(self, pred, label, extra=None, proto=None):
         score, cam, feat = pred
         valid = extra if (extra is not None and extra.dtype == torch.bool) else None
-        # clustering and Sinkhorn need float32 even when the network runs in mixed precision
-        with torch.autocast(device_type=cam.device.type, enabled=False):
-            out = pot_loss(score.float(), cam.float(), feat.float(), label.float(), method=self.method, valid=valid, **self.kw)
+        with torch.autocast(device_type=cam.device.type, enabled=False):   # float32 under mixed precision
+            out = pot_loss(score.float(), cam.float(), feat.float(), label.float(), self.cfg, valid=valid, proto=proto)
         self.last = {k: float(v.detach()) for k, v in out.items() if k in ('cls', 'con') and torch.is_tensor(v)}
-        self.proto, self.proto_for = out.get('proto'), cam   # lets `CAMmIoU` reuse it instead of recomputing
         return out['loss']
-    def __repr__(self): return f'POTLoss(method={self.method!r}, {self.kw})'
+    def __repr__(self): return f'POTLoss({self.cfg})'
+
+# %% ../nbs/09_train.ipynb #1f9b6a77
+class POTCallback(Callback):
+    "Run POT's prototype step once per batch (`learn.proto`) and train with the configuration's loss."
+    order = 30   # after callbacks that change the prediction (e.g. `MixedPrecision`'s float32 copy, order 10)
+    def __init__(self, cfg:POTConfig|str|None=None, # the method's options, or a preset name
+                 **changes): # options that differ from `cfg`
+        self.loss = POTLoss(cfg, **changes)
+        self.cfg = self.loss.cfg
+    def before_batch(self): self.learn.proto = None
+    def after_pred(self):
+        if self.cfg.method == 'cam' or not len(self.yb): return
+        score, cam, feat = self.pred
+        extra = self.yb[1] if len(self.yb) > 1 else None
+        valid = extra if (extra is not None and extra.dtype == torch.bool) else None
+        with torch.autocast(device_type=cam.device.type, enabled=False):
+            self.learn.proto = prototype_step(cam.float(), feat.float(), self.yb[0].float(), self.cfg, valid)
+    def before_fit(self): self.old_lf, self.learn.loss_func = self.learn.loss_func, self.lf
+    def after_fit(self): self.learn.loss_func = self.old_lf
+    def lf(self, pred, label, extra=None): return self.loss(pred, label, extra, proto=getattr(self.learn, 'proto', None))
 
 # %% ../nbs/09_train.ipynb #30b105ca
 def _rank()->int:
@@ -121,18 +141,29 @@ class CAMmIoU(Metric):
     def __init__(self, n_classes:int, # foreground classes C
                  kind:str='cls', # 'cls' classifier CAM | 'proto' prototype CAM
                  bg:float|None=None, # None: background 1 − max; a number: background threshold
-                 reuse_loss:bool=True, # kind='proto': take the prototype CAMs `POTLoss` computed for the batch
-                 **proto_kw): # options of `prototype_cams` for kind='proto' (when there is nothing to reuse)
-        self.n, self.kind, self.bg, self.proto_kw, self.reuse_loss = n_classes + 1, kind, bg, proto_kw, reuse_loss
+                 cfg:POTConfig|None=None, # kind='proto': the prototype options (None: those `POTCallback` trains with)
+                 reuse:bool=True, # kind='proto': take the batch's `learn.proto` when it was made with the same options
+                 **changes): # options that differ from `cfg`
+        self.n, self.kind, self.bg, self.reuse = n_classes + 1, kind, bg, reuse
+        self.cfg = None if cfg is None and not changes else (cfg or POTConfig()).replace(**changes)
         self.reset()
     def reset(self): self.conf = np.zeros((self.n, self.n), np.int64)
+    def _proto_cfg(self, learn)->tuple:
+        "The options to score with, and whether the batch's `learn.proto` was made with them."
+        cb = next((c for c in getattr(learn, 'cbs', []) if isinstance(c, POTCallback)), None)
+        cfg = self.cfg or (cb.cfg if cb is not None else POTConfig())
+        same = cb is not None and cb.cfg.proto_kw == cfg.proto_kw and getattr(learn, 'proto', None) is not None
+        return cfg, self.reuse and same
     def accumulate(self, learn):
         label, mask = learn.yb[0], learn.yb[1]
         if mask.dtype == torch.bool: return  # a training batch carries the crop's valid mask, not ground truth
-        lf = learn.loss_func   # the validation loss already computed this batch's prototype CAMs: reuse them
-        proto = lf.proto if (self.reuse_loss and getattr(lf, 'proto_for', None) is learn.pred[1]) else None
+        proto, kw = None, {}
+        if self.kind == 'proto':
+            cfg, reuse = self._proto_cfg(learn)
+            if reuse: proto = learn.proto
+            else: kw = cfg.proto_kw
         with torch.no_grad():
-            c = cams_for_eval(learn.pred, label, self.kind, self.bg, proto=proto, **self.proto_kw)
+            c = cams_for_eval(learn.pred, label, self.kind, self.bg, proto=proto, **kw)
             c = F.interpolate(c, size=mask.shape[-2:], mode='bilinear', align_corners=False)
         self.conf += confusion_matrix(c.argmax(1).cpu().numpy(), mask.cpu().numpy(), self.n)
     @property
@@ -300,11 +331,9 @@ def _latest_ckpt(path:Path, fname:str)->Path|None:
 
 # %% ../nbs/09_train.ipynb #4a55fb51
 def fit_pot(source, # a VOC-layout folder (path) or fastai `DataLoaders` from `wsss_dls`
+            cfg:POTConfig|str|None=None, # the method's options, or a preset name: 'pot' (default), 'sipe', 'cam'
             arch:str='lite0', # 'lite0' (offline ImageNet weights), 'resnet50', or any timm model name
             epochs:int=5, bs:int=16, size:int=256, # epochs, batch size, crop size
-            method:str='pot', # 'pot' | 'sipe' | 'cam'
-            n_clusters:int=2, scope:str='image', marginals:str='similarity', loss:str='adaptive',
-            eps:float=0.05, tau:float=0.1, lam:float=0.5, # OT entropy, similarity temperature, loss weight
             lr:float|None=None, # learning rate of the new layers (backbone: lr/10); default by optimizer
             wd:float=1e-4, opt:str='adam', # 'adam' or 'sgd' (momentum 0.9, the IRN/SIPE choice on VOC)
             schedule:str='poly', # 'poly' (power 0.9) or 'one_cycle'
@@ -320,9 +349,10 @@ def fit_pot(source, # a VOC-layout folder (path) or fastai `DataLoaders` from `w
             path='.', model_dir='models', fname:str='pot', # where checkpoints go
             resume:bool=False, # continue from `path/model_dir/fname.ckpt` if it exists
             cbs=None, # extra fastai callbacks
-            **model_kw)->Learner: # passed to `POTNet`
+            **kw)->Learner: # options of `POTConfig` (method, n_clusters, lam, ...) change `cfg`; the rest go to `POTNet`
     "Train POT (or the `sipe`/`cam` baselines) with fastai; returns the `Learner`."
-    if method not in ('pot', 'sipe', 'cam'): raise ValueError(f"method must be 'pot', 'sipe' or 'cam', got {method!r}")
+    cfg = POTConfig.preset(cfg) if isinstance(cfg, str) else (cfg or POTConfig())
+    cfg = cfg.replace(**{k: kw.pop(k) for k in list(kw) if k in option_names()})
     seed_everything(seed, deterministic=deterministic)
     if distributed is None: distributed = _launched_distributed()
     if distributed and device is None and torch.cuda.is_available():   # one GPU per process
@@ -333,19 +363,15 @@ def fit_pot(source, # a VOC-layout folder (path) or fastai `DataLoaders` from `w
     else: dls = wsss_dls(source, bs=bs, size=size, norm=arch_norm(arch), num_workers=num_workers, n_valid=n_valid,
                          seed=seed, device=device, train_split=train_split, valid_split=valid_split)
     n_classes = dls.n_classes
-    model = POTNet(n_classes, arch=arch, pretrained=pretrained, **model_kw)
-    pot_kw = dict(lam=lam, n_clusters=n_clusters, scope=scope, marginals=marginals, loss=loss, eps=eps, tau=tau)
+    model = POTNet(n_classes, arch=arch, pretrained=pretrained, **kw)
     if lr is None: lr = 0.01 if opt == 'sgd' else 1e-3
     opt_func = (lambda params, lr: SGD(params, lr, mom=0.9, wd=wd)) if opt == 'sgd' else Adam
-    if metrics == 'auto':
-        metrics = [CAMmIoU(n_classes, 'cls')]
-        if method != 'cam':
-            metrics.append(CAMmIoU(n_classes, 'proto', n_clusters=1 if method == 'sipe' else n_clusters,
-                                   marginals=marginals, eps=eps, tau=tau, use_ot=method == 'pot'))
-    meta = dict(classes=list(getattr(dls, 'classes', [])), arch=arch, method=method, size=size, **pot_kw)
-    learn = Learner(dls, model, loss_func=POTLoss(method, **pot_kw), opt_func=opt_func, lr=lr,
+    if metrics == 'auto':   # the prototype-CAM metric scores the callback's prototype step of each batch
+        metrics = [CAMmIoU(n_classes, 'cls')] + ([CAMmIoU(n_classes, 'proto')] if cfg.method != 'cam' else [])
+    meta = dict(classes=list(getattr(dls, 'classes', [])), arch=arch, size=size, **cfg.as_dict())
+    learn = Learner(dls, model, loss_func=POTLoss(cfg), opt_func=opt_func, lr=lr,
                     splitter=param_groups, metrics=list(metrics or []), path=path, model_dir=model_dir, wd=wd,
-                    cbs=[ResumeCheckpoint(fname, meta), NonFiniteGuard(max_nonfinite)] + list(cbs or []))
+                    cbs=[POTCallback(cfg), ResumeCheckpoint(fname, meta), NonFiniteGuard(max_nonfinite)] + list(cbs or []))
     learn.pot_config = meta
     if not show_progress(): learn.remove_cb(ProgressCallback); learn.add_cb(LineLog())   # a log file: one line per epoch
     if fp16 is None: fp16 = device.type == 'cuda'

@@ -74,19 +74,21 @@ def test_killed_then_resumed_make_cams_gives_same_files(run):
         np.testing.assert_array_equal(a['keys'], b['keys'])
         np.testing.assert_allclose(a['high_res'], b['high_res'], atol=1e-6)
 
-def test_proto_metric_reuses_the_validation_loss(run):
-    "CAMmIoU(kind='proto') takes the prototype CAMs POTLoss computed for the batch; same result as recomputing."
-    from types import SimpleNamespace
-    from pot_nb.train import CAMmIoU
+def test_proto_metric_reuses_the_callbacks_prototype_step(run):
+    "CAMmIoU(kind='proto') takes the prototype CAMs POTCallback computed for the batch; same result as recomputing."
+    from pot_nb.train import CAMmIoU, POTCallback
     tmp, root, learn = run
     xb, yb, mb = learn.dls.valid.one_batch()
     learn.model.eval()
+    cb = next(c for c in learn.cbs if isinstance(c, POTCallback))
     with torch.no_grad():
-        pred = learn.model(xb)
-        learn.loss_func(pred, yb, mb)
-    assert learn.loss_func.proto_for is pred[1] and learn.loss_func.proto is not None
-    fake = SimpleNamespace(pred=pred, yb=(yb, mb), loss_func=learn.loss_func)
-    reused, recomputed = CAMmIoU(3, 'proto', n_clusters=2), CAMmIoU(3, 'proto', reuse_loss=False, n_clusters=2)
-    reused.accumulate(fake); recomputed.accumulate(fake)
+        learn.pred, learn.yb = learn.model(xb), (yb, mb)
+        cb.after_pred()
+    assert learn.proto is not None and learn.proto.cams.shape[0] == len(xb)
+    reused, recomputed = CAMmIoU(3, 'proto'), CAMmIoU(3, 'proto', reuse=False)
+    assert reused._proto_cfg(learn)[1] and not recomputed._proto_cfg(learn)[1]
+    other = CAMmIoU(3, 'proto', n_clusters=cb.cfg.n_clusters + 1)       # other options: not the callback's maps
+    assert not other._proto_cfg(learn)[1]
+    reused.accumulate(learn); recomputed.accumulate(learn)
     assert reused.conf.sum() > 0
     np.testing.assert_array_equal(reused.conf, recomputed.conf)
