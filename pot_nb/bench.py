@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from fastcore.script import Param, store_true
 from .core import get_device, labels_with_bg, max_norm, command
 from .prototypes import norm_cam, seed_map, prototype_cams
-from .ot import _exp_limit
+from .ot import exp_limit
 from .cluster import release_workspace
 
 # %% auto #0
@@ -118,7 +118,7 @@ def sinkhorn_single(cost:torch.Tensor, # (N, K) costs of one group
     "Sinkhorn of one group with the rule of `pot_nb.ot.sinkhorn`: multiplicative where it cannot underflow, else log domain."
     S = -cost / eps
     r = S.amax(1, keepdim=True)
-    if domain == 'auto' and float((r[:, 0] - S.amin(1)).max()) <= _exp_limit(S.dtype):
+    if domain == 'auto' and float((r[:, 0] - S.amin(1)).max()) <= exp_limit(S.dtype):
         Kt, tiny = torch.exp(S - r), torch.finfo(S.dtype).tiny
         u = a / (Kt @ (b > 0).to(S.dtype)).clamp_min(tiny)
         c = u @ Kt

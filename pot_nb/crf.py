@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 from .core import IGNORE_INDEX
 from .data import save_mask
-from .evaluate import cams_to_mask, load_cam, _as_dataset, _split_names, _missing
+from .evaluate import cams_to_mask, load_cam, as_dataset, split_names, require_files
 from .files import clean_stale_tmps
 
 # %% auto #0
@@ -176,9 +176,9 @@ def make_pseudo_labels(cam_dir:str|Path, # folder of `{name}.npy` CAM files
     "Write greyscale pseudo-label PNGs (class values) for a split from its CAMs (CRF-refined), skipping those already written."
     cam_dir = Path(cam_dir)
     out_dir = Path(out_dir) if out_dir is not None else cam_dir.with_name(cam_dir.name + '_labels')
-    ds = _as_dataset(source, split)
-    names = _split_names(ds, names, n_images)
-    _missing(cam_dir, names, '.npy')
+    ds = as_dataset(source, split)
+    names = split_names(ds, names, n_images)
+    require_files(cam_dir, names, '.npy')
     out_dir.mkdir(parents=True, exist_ok=True)
     kw = dict(crf=crf, bg=bg, conf_fg=conf_fg, conf_bg=conf_bg, **crf_kw)
     notes = {n: _note(cam_dir/f'{n}.npy', kw) for n in names}

@@ -15,8 +15,8 @@ from .files import read_npy, write_npy, check_name
 
 # %% auto #0
 __all__ = ['DEFAULT_THRESHOLDS', 'confusion_matrix', 'miou_from_confusion', 'ConfusionMeter', 'cams_to_mask', 'save_cam',
-           'load_cam', 'evaluate_cams', 'format_results', 'plot_confusion', 'plot_sweep', 'evaluate_masks',
-           'export_cams']
+           'load_cam', 'as_dataset', 'split_names', 'require_files', 'evaluate_cams', 'format_results',
+           'plot_confusion', 'plot_sweep', 'evaluate_masks', 'export_cams']
 
 # %% ../nbs/08_evaluate.ipynb #2af950f5
 def confusion_matrix(pred:np.ndarray|torch.Tensor, # predicted class indices (any shape), 255 = no prediction
@@ -146,13 +146,17 @@ def load_cam(path:str|Path # a CAM file: `save_cam`'s (IRN's layout) or SIPE/POT
 # %% ../nbs/08_evaluate.ipynb #256c8074
 DEFAULT_THRESHOLDS = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2).tolist())
 
-def _as_dataset(source, split:str):
+def as_dataset(source, split:str):
     "A dataset object for `source`: itself if it has `.names` and reads masks or images, else `pot_nb.data.load_dataset(source, split)`."
     if hasattr(source, 'names') and (hasattr(source, 'read_mask') or hasattr(source, 'read_image')): return source
     from pot_nb.data import load_dataset
     return load_dataset(source, split=split)
 
-def _split_names(ds, names=None, n_images:int|None=None)->list[str]:
+def split_names(ds, # a dataset with `.names`
+                names=None, # these names instead of the dataset's
+                n_images:int|None=None # only the first n
+               )->list[str]:
+    "The image names to process: checked (no path separators), the first `n_images` of them."
     if n_images is not None and n_images < 1: raise ValueError(f'n_images must be >= 1 or None, got {n_images}')
     names = [check_name(n) for n in (ds.names if names is None else names)]
     return names[:n_images] if n_images is not None else names
@@ -167,7 +171,8 @@ def _read_png(path:Path)->np.ndarray:
         with Image.open(path) as im: return np.asarray(im)
     except Exception as e: raise ValueError(f'{path}: cannot read mask PNG ({type(e).__name__}: {e})') from None
 
-def _missing(folder:Path, names:list[str], suffix:str):
+def require_files(folder:Path, names:list[str], suffix:str):
+    "Raise `FileNotFoundError` naming the folder and a few examples when any `{name}{suffix}` is missing."
     miss = [n for n in names if not (folder/f'{n}{suffix}').is_file()]
     if miss: raise FileNotFoundError(f'{len(miss)} of {len(names)} files missing in {folder}, e.g. {miss[:3]} ({suffix})')
 
@@ -182,14 +187,14 @@ def evaluate_cams(cam_dir:str|Path, # folder of `{name}.npy` CAM files
                  )->dict: # miou, iou {class: IoU}, conf, sweep (DataFrame threshold/miou), best_threshold, best_miou, n_images
     "mIoU of a folder of CAMs against the ground-truth masks, plus a background-threshold sweep, in one pass."
     import pandas as pd
-    cam_dir, ds = Path(cam_dir), _as_dataset(source, split)
+    cam_dir, ds = Path(cam_dir), as_dataset(source, split)
     cls_names = ['background'] + list(ds.classes)
     n = len(cls_names)
     ts = np.asarray(DEFAULT_THRESHOLDS if thresholds is None else thresholds, np.float32).reshape(-1)
     if not (bg in ('1-max', 'map') or isinstance(bg, (int, float, np.number))): raise ValueError(f"bg must be '1-max', 'map' or a number, got {bg!r}")
-    names = _split_names(ds, names, n_images)
+    names = split_names(ds, names, n_images)
     if not names: raise ValueError(f'no images to evaluate in {source!r} split {split!r}')
-    _missing(cam_dir, names, '.npy')
+    require_files(cam_dir, names, '.npy')
     T = len(ts) + 1                                  # slot 0: the main result (bg), slots 1..: the sweep
     counts = np.zeros(T * n * n, np.int64)
     for name in names:
@@ -284,11 +289,11 @@ def evaluate_masks(mask_dir:str|Path, # folder of `{name}.png` masks (palette or
                   )->dict: # miou, iou {class: IoU}, conf, coverage, n_images
     "mIoU of a folder of mask PNGs (pseudo labels or predictions) against the ground truth."
     if pred_255 not in ('skip', 'background'): raise ValueError(f"pred_255 must be 'skip' or 'background', got {pred_255!r}")
-    mask_dir, ds = Path(mask_dir), _as_dataset(source, split)
+    mask_dir, ds = Path(mask_dir), as_dataset(source, split)
     cls_names = ['background'] + list(ds.classes)
-    names = _split_names(ds, names, n_images)
+    names = split_names(ds, names, n_images)
     if not names: raise ValueError(f'no images to evaluate in {source!r} split {split!r}')
-    _missing(mask_dir, names, '.png')
+    require_files(mask_dir, names, '.png')
     meter, labelled, committed = ConfusionMeter(len(cls_names), names=cls_names), 0, 0
     for name in names:
         pred, gt = _read_png(mask_dir/f'{name}.png'), _gt(ds, name, split)

@@ -11,7 +11,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 from .config import POTConfig
 from .prototypes import prototype_cams, norm_cam
-from .viz import _np, _resize_to, cam_overlay, label_overlay, show_grid
+from .viz import to_numpy, resize_map, cam_overlay, label_overlay, show_grid
 
 # %% auto #0
 __all__ = ['DEFAULT_SETTINGS', 'SLIDER_STEPS', 'explorer_state', 'explorer_figure', 'widget_frontend', 'CAMExplorer']
@@ -30,7 +30,7 @@ def explorer_state(feat:torch.Tensor, # (B, D, h, w) hierarchical features
     if not 0 <= i < feat.shape[0]: raise IndexError(f'image index {i} out of range for {feat.shape[0]} images')
     if not 0 <= channel <= C: raise ValueError(f'channel must lie in [0, {C}] (0 = background), got {channel}')
     if channel and not labels[i, channel - 1] > 0:
-        raise ValueError(f'image {i} does not contain class {channel - 1}: its labels are {_np(labels[i]).nonzero()[0].tolist()}')
+        raise ValueError(f'image {i} does not contain class {channel - 1}: its labels are {to_numpy(labels[i]).nonzero()[0].tolist()}')
     f, c, y = feat[i:i + 1].float(), cam[i:i + 1].float(), labels[i:i + 1].float()
     with torch.no_grad():
         out = prototype_cams(f, c, y, **cfg.proto_kw)
@@ -40,16 +40,16 @@ def explorer_state(feat:torch.Tensor, # (B, D, h, w) hierarchical features
     slot = out.slot[0]
     clusters = torch.where((slot >= 0) & (slot // K == p), slot % K, torch.full_like(slot, -1))
     found = clusters[clusters >= 0].unique()
-    return dict(cls_cam=_np(norm_cam(c, y)[0, channel]), seeds=_np(out.seeds[0] == channel), clusters=_np(clusters),
-                assign=_np(out.assign[0, channel]), q=_np(out.q[p].T.reshape(K, h, w)),
-                confidence=_np(out.weight[0, channel]), proto_cam=_np(out.cams[0, channel]),
+    return dict(cls_cam=to_numpy(norm_cam(c, y)[0, channel]), seeds=to_numpy(out.seeds[0] == channel), clusters=to_numpy(clusters),
+                assign=to_numpy(out.assign[0, channel]), q=to_numpy(out.q[p].T.reshape(K, h, w)),
+                confidence=to_numpy(out.weight[0, channel]), proto_cam=to_numpy(out.cams[0, channel]),
                 n_found=len(found), ot_iters=out.ot_iters,
                 params=dict(n_clusters=cfg.n_clusters, eps=cfg.eps, tau=cfg.tau, marginals=cfg.marginals))
 
 # %% ../nbs/13_explorer.ipynb #d8105b2a
 def _panels(img:np.ndarray, s:dict, min_cam:float)->list:
     "Classifier CAM, clusters, assignment (where the prototype CAM exceeds `min_cam`), confidence, prototype CAM."
-    up = lambda m: _resize_to(np.asarray(m, np.float32), img.shape[:2], nearest=False)
+    up = lambda m: resize_map(np.asarray(m, np.float32), img.shape[:2], nearest=False)
     assign = np.where(s['proto_cam'] > min_cam, s['assign'], -1)
     conf = matplotlib.colormaps['viridis'](np.clip(up(s['confidence']), 0, 1))[..., :3]
     return [cam_overlay(img, up(s['cls_cam'])), label_overlay(img, s['clusters'], alpha=0.85),
@@ -98,7 +98,7 @@ class CAMExplorer:
                  cfg:POTConfig|None=None, # the starting options (default `POTConfig()`)
                  **changes): # options that differ from `cfg` (n_clusters, eps, tau, marginals, ...)
         if isinstance(images, torch.Tensor) and images.ndim == 4 and images.shape[1] == 3: images = images.permute(0, 2, 3, 1)
-        self.images = [np.asarray(_np(im), np.uint8) for im in images]
+        self.images = [np.asarray(to_numpy(im), np.uint8) for im in images]
         self.feats, self.cams = torch.as_tensor(feats).detach().float().cpu(), torch.as_tensor(cams).detach().float().cpu()
         self.labels = torch.as_tensor(labels).detach().float().cpu()
         B, C = self.cams.shape[:2]

@@ -8,7 +8,8 @@ import math
 import torch
 
 # %% auto #0
-__all__ = ['sinkhorn_plain', 'sinkhorn', 'similarity_marginals', 'uniform_marginals', 'ot_assignment', 'assignment_confidence']
+__all__ = ['sinkhorn_plain', 'exp_limit', 'sinkhorn', 'similarity_marginals', 'uniform_marginals', 'ot_assignment',
+           'assignment_confidence']
 
 # %% ../nbs/04_ot.ipynb #1c01ae05
 def _check_ot(cost, a, b, fn):
@@ -47,7 +48,7 @@ def _finite_or_neginf(t:torch.Tensor, ok:torch.Tensor)->torch.Tensor:
     return torch.where(ok & torch.isfinite(t), t, torch.full_like(t, -math.inf))
 
 # %% ../nbs/04_ot.ipynb #af7d1016
-def _exp_limit(dt:torch.dtype)->float:
+def exp_limit(dt:torch.dtype)->float:
     "Largest spread `max_k S_ik − S_ij` of the log-kernel within a row for which the exp-domain iteration is safe."
     return 0.5 * math.log(1 / torch.finfo(dt).tiny)        # float32: 43.7, float64: 354
 
@@ -141,7 +142,7 @@ def sinkhorn(cost:torch.Tensor, # (P, N, K) transport costs (finite, or +inf for
     else: smax, spread, all_fin = 0., 0., False
     tol = max(float(tol), 4 * torch.finfo(dt).eps * (1 + smax))   # what this dtype can resolve
     out, used = None, 'log'
-    if domain == 'exp' or (domain == 'auto' and spread <= _exp_limit(dt)):
+    if domain == 'exp' or (domain == 'auto' and spread <= exp_limit(dt)):
         positive = all_fin and bool((pa.any(1) & pb.any(1)).all())
         out = _sinkhorn_exp(S, a, b, pb, n_iters, tol, check_every, positive)
         if out is not None:

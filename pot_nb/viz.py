@@ -10,16 +10,16 @@ import matplotlib.pyplot as plt
 from .core import colorize_mask
 
 # %% auto #0
-__all__ = ['cam_overlay', 'mask_overlay', 'label_overlay', 'show_grid', 'plot_clusters', 'confidence_map', 'plot_assignment',
-           'plot_training', 'plot_iou']
+__all__ = ['to_numpy', 'resize_map', 'cam_overlay', 'mask_overlay', 'label_overlay', 'show_grid', 'plot_clusters',
+           'confidence_map', 'plot_assignment', 'plot_training', 'plot_iou']
 
 # %% ../nbs/02_viz.ipynb #ea23df5c
-def _np(x)->np.ndarray:
+def to_numpy(x)->np.ndarray:
     "A numpy array from an array, a (possibly CUDA, possibly grad-tracking) tensor or a list."
     if hasattr(x, 'detach'): x = x.detach().float().cpu().numpy() if x.is_floating_point() else x.detach().cpu().numpy()
     return np.asarray(x)
 
-def _resize_to(m:np.ndarray, shape:tuple, nearest:bool)->np.ndarray:
+def resize_map(m:np.ndarray, shape:tuple, nearest:bool)->np.ndarray:
     "Resize a (h, w) map to `shape` (H, W): nearest neighbour for labels, bilinear for scores."
     m = np.asarray(m)
     if m.shape == tuple(shape): return m
@@ -61,7 +61,7 @@ def label_overlay(img:np.ndarray, # (H, W, 3) uint8 image
                  )->np.ndarray: # (H, W, 3) uint8
     "Colour every labelled pixel by its label (cluster, prototype); unlabelled pixels (-1) show the dimmed image."
     img = np.asarray(img, np.float32)
-    lab = _resize_to(_np(labels).astype(np.int64), img.shape[:2], nearest=True)
+    lab = resize_map(to_numpy(labels).astype(np.int64), img.shape[:2], nearest=True)
     cm = matplotlib.colormaps[cmap]
     col = cm(np.clip(lab, 0, None) % cm.N)[..., :3] * 255
     on = (lab >= 0)[..., None]
@@ -97,11 +97,11 @@ def plot_clusters(img:np.ndarray, # (H, W, 3) uint8 image
                   size:float=2.4 # inches per panel
                  )->plt.Figure:
     "The seed pixels of one class coloured by their k-means cluster (next to the class CAM when given)."
-    img, cl = np.asarray(img), _np(clusters).astype(np.int64)
+    img, cl = np.asarray(img), to_numpy(clusters).astype(np.int64)
     if cl.ndim != 2: raise ValueError(f'clusters must be a (h, w) map, got shape {cl.shape}')
     panels, titles = [img], ['image']
     if cam is not None:
-        panels.append(cam_overlay(img, _resize_to(_np(cam).astype(np.float32), img.shape[:2], nearest=False)))
+        panels.append(cam_overlay(img, resize_map(to_numpy(cam).astype(np.float32), img.shape[:2], nearest=False)))
         titles.append('classifier CAM')
     ks = np.unique(cl[cl >= 0])
     counts = ', '.join(f'{k}: {(cl == k).sum()}' for k in ks)
@@ -112,7 +112,7 @@ def plot_clusters(img:np.ndarray, # (H, W, 3) uint8 image
 def confidence_map(q:np.ndarray # (K, h, w) assignment, summing to 1 over K (0 where no mass)
                             )->np.ndarray: # (h, w) in [0, 1]; 0 where no mass, 1 when K = 1
     "Confidence `1 − H(q)/log K` of each pixel's assignment, for pictures (numpy)."
-    q = np.clip(_np(q).astype(np.float64), 0, None)
+    q = np.clip(to_numpy(q).astype(np.float64), 0, None)
     K = q.shape[0]
     with np.errstate(divide='ignore', invalid='ignore'):
         H = -np.where(q > 0, q * np.log(q), 0).sum(0)
@@ -126,15 +126,15 @@ def plot_assignment(img:np.ndarray, # (H, W, 3) uint8 image
                     show_q:bool=True # also draw the K maps q_k
                    )->plt.Figure:
     "Assigned prototype, assignment confidence and per-prototype assignment maps of one class."
-    img, q = np.asarray(img), _np(q).astype(np.float32)
+    img, q = np.asarray(img), to_numpy(q).astype(np.float32)
     if q.ndim != 3: raise ValueError(f'q must be (K, h, w), got shape {q.shape}')
     has = q.sum(0) > 0
     arg = np.where(has, q.argmax(0), -1)
-    conf = _resize_to(confidence_map(q).astype(np.float32), img.shape[:2], nearest=False)
+    conf = resize_map(confidence_map(q).astype(np.float32), img.shape[:2], nearest=False)
     panels = [label_overlay(img, arg), cam_overlay(img, conf, cmap='viridis')]
     titles = ['assigned prototype', f'confidence (mean {confidence_map(q)[has].mean() if has.any() else 0:.2f})']
     if show_q:
-        panels += [_resize_to(q[k], img.shape[:2], nearest=False) for k in range(len(q))]
+        panels += [resize_map(q[k], img.shape[:2], nearest=False) for k in range(len(q))]
         titles += [f'q, prototype {k}' for k in range(len(q))]
     return show_grid([panels], [titles], size=size, suptitle=title)
 
@@ -170,7 +170,7 @@ def _ious(res:dict)->dict:
     "class -> IoU of one result (`miou_from_confusion` or `evaluate_cams`)."
     iou = res['iou']
     if isinstance(iou, dict): return {k: float(v) for k, v in iou.items()}
-    iou = _np(iou).astype(float)
+    iou = to_numpy(iou).astype(float)
     names = res.get('names') or [str(i) for i in range(len(iou))]
     return dict(zip(names, iou.tolist()))
 

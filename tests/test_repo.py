@@ -73,3 +73,13 @@ def test_notebooks_stay_light():
     sizes = {p.name: p.stat().st_size for p in (ROOT/'nbs').glob('*.ipynb')}
     heavy = {n: s for n, s in sizes.items() if s > 650_000}
     assert not heavy, f'notebooks over 650 kB: {heavy}'
+
+
+def test_no_private_names_cross_modules():
+    "A module uses another's public names only: what one module needs from another is part of that one's API."
+    bad = []
+    for f in sorted((ROOT/'pot_nb').glob('*.py')):
+        for line in f.read_text().splitlines():
+            m = re.match(r'\s*from (?:\.|pot_nb\.)(\w+) import (.+)', line)
+            if m: bad += [f'{f.name}: {n.strip()} from {m.group(1)}' for n in m.group(2).split(',') if n.strip().startswith('_')]
+    assert not bad, bad
