@@ -10,13 +10,15 @@ import torch
 import torch.nn.functional as F
 from fastcore.script import Param, store_true
 from .core import get_device, labels_with_bg, max_norm, command
-from .prototypes import norm_cam, seed_map, prototype_cams
+from .prototypes import norm_cam, seed_map, prototype_cams, loop_prototype_cams
+from .cluster import kmeans_single
+from .ot import sinkhorn_single
 from .ot import exp_limit
 from .cluster import release_workspace
 
 # %% auto #0
-__all__ = ['bench_inputs', 'kmeans_single', 'sinkhorn_single', 'loop_prototype_cams', 'kmeans_cos', 'matmul_gflops',
-           'peak_memory_mb', 'step_breakdown', 'step_flops', 'run_bench', 'bench_table', 'pot_bench_core']
+__all__ = ['bench_inputs', 'timed_loop', 'kmeans_cos', 'matmul_gflops', 'peak_memory_mb', 'step_breakdown', 'step_flops',
+           'run_bench', 'bench_table', 'pot_bench_core']
 
 # %% ../nbs/14_bench.ipynb #2fdc41aa
 def _smooth(x:torch.Tensor, k:int=5, n:int=2)->torch.Tensor:
@@ -75,115 +77,19 @@ def bench_inputs(batch:int=8, # images B
 def _sync(device:torch.device):
     if device.type == 'cuda': torch.cuda.synchronize(device)
 
-@torch.no_grad()
-def kmeans_single(x:torch.Tensor, # (n, D) unit-norm points of one group
-                  k:int, # clusters
-                  n_iters:int=30, # Lloyd step cap
-                  tol:float=1e-4, # stop when the largest centre shift is at most this
-                  generator:torch.Generator|None=None # CPU generator for the k-means++ draws
-                 )->tuple: # (assign (n,) long, counts (k,) long, Lloyd steps run)
-    "Spherical k-means of one group: k-means++ initialisation, Lloyd steps until the centres stop moving."
-    n = x.shape[0]
-    C = x.new_zeros(k, x.shape[1])
-    C[0] = x[int(torch.randint(n, (1,), generator=generator))]
-    best = x @ C[0]
-    for t in range(1, k):
-        d = (1 - best).clamp_min(0)
-        if float(d.sum()) <= 0: break                               # all points coincide with the centres
-        i = int(torch.multinomial(d.cpu(), 1, generator=generator))
-        C[t] = x[i]
-        best = torch.maximum(best, x @ C[t])
-    valid = C.abs().sum(-1) > 0
-    it = 0
-    for it in range(1, n_iters + 1):
-        assign = (x @ C.T).masked_fill(~valid, -math.inf).argmax(-1)
-        counts = torch.bincount(assign, minlength=k)
-        valid = counts > 0
-        newC = F.normalize(x.new_zeros(k, x.shape[1]).index_add_(0, assign, x), dim=-1)
-        shift = float((newC - C).norm(dim=-1).max())
-        C = newC
-        if shift <= tol: break
-    return assign, counts, it
-
-@torch.no_grad()
-def sinkhorn_single(cost:torch.Tensor, # (N, K) costs of one group
-                    a:torch.Tensor, # (N,) row masses
-                    b:torch.Tensor, # (K,) column masses (zeros allowed)
-                    eps:float=0.05, # entropic regularisation
-                    n_iters:int=100, # iteration cap
-                    tol:float=1e-4, # stop when the L1 column-marginal error is at most this (checked every 10)
-                    check_every:int=10,
-                    domain:str='auto' # 'auto': the rule of `pot_nb.ot.sinkhorn`; 'log': always the log domain
-                   )->tuple: # (plan (N, K), iterations run)
-    "Sinkhorn of one group with the rule of `pot_nb.ot.sinkhorn`: multiplicative where it cannot underflow, else log domain."
-    S = -cost / eps
-    r = S.amax(1, keepdim=True)
-    if domain == 'auto' and float((r[:, 0] - S.amin(1)).max()) <= exp_limit(S.dtype):
-        Kt, tiny = torch.exp(S - r), torch.finfo(S.dtype).tiny
-        u = a / (Kt @ (b > 0).to(S.dtype)).clamp_min(tiny)
-        c = u @ Kt
-        it = 0
-        for it in range(1, n_iters + 1):
-            v = b / c.clamp_min(tiny)
-            u = a / (Kt @ v).clamp_min(tiny)
-            c = u @ Kt
-            if it % check_every == 0 or it == n_iters:
-                if float((c * v - b).abs().sum()) <= tol: break
-        T = u[:, None] * Kt * v[None]
-        if bool(torch.isfinite(T).all()): return T, it
-    la = torch.where(a > 0, a.clamp_min(1e-38).log(), -math.inf)
-    lb = torch.where(b > 0, b.clamp_min(1e-38).log(), -math.inf)
-    u = la
-    lc = torch.logsumexp(S + u[:, None], 0)
-    it = 0
-    for it in range(1, n_iters + 1):
-        v = torch.where(b > 0, lb - lc, -math.inf)
-        u = torch.where(a > 0, la - torch.logsumexp(S + v[None], 1), -math.inf)
-        lc = torch.logsumexp(S + u[:, None], 0)
-        if it % check_every == 0 or it == n_iters:
-            if float((torch.exp(lc + v) - b).abs().sum()) <= tol: break
-    return torch.exp(S + u[:, None] + v[None]), it
-
-@torch.no_grad()
-def loop_prototype_cams(feat:torch.Tensor, # (B, D, h, w)
-                        cam:torch.Tensor, # (B, C, h, w)
-                        labels:torch.Tensor, # (B, C)
-                        n_clusters:int=3, eps:float=0.05, tau:float=0.1, kmeans_iters:int=30, kmeans_tol:float=1e-4,
-                        sinkhorn_iters:int=100, sinkhorn_tol:float=1e-4, seed:int=0,
-                        sinkhorn_domain:str='auto' # 'auto' (as the batched step) or 'log'
-                       )->dict: # cams (B, C+1, h, w); km_iters, ot_iters (per group); km_cos (mean seed-to-centre cosine)
-    "Reference: prototype CAMs with a Python loop over images and classes, one k-means and one Sinkhorn per group."
-    B, D, h, w = feat.shape
-    k = n_clusters
-    g = torch.Generator().manual_seed(seed)
-    lab = labels_with_bg(labels)
-    seeds = seed_map(norm_cam(cam, labels), labels).flatten(1)                          # (B, N)
-    out = feat.new_zeros(B, lab.shape[1], h * w)
-    km_iters, ot_iters, cos_sum, n_seeds, km_s, ot_s = [], [], 0., 0, 0., 0.
-    for b in range(B):
-        fb = F.normalize(feat[b].flatten(1).T, dim=-1)                                  # (N, D)
-        for c in lab[b].nonzero()[:, 0].tolist():
-            x = fb[seeds[b] == c]
-            if len(x) == 0: continue                                                    # no seed: zero CAM
-            t0 = time.perf_counter()
-            assign, counts, it = kmeans_single(x, k, kmeans_iters, kmeans_tol, g)
-            km_s += time.perf_counter() - t0                                            # kmeans_single syncs (float())
-            km_iters.append(it)
-            protos = F.normalize(x.new_zeros(k, D).index_add_(0, assign, x), dim=-1)
-            cos_sum, n_seeds = cos_sum + float((x * protos[assign]).sum()), n_seeds + len(x)
-            valid = counts > 0
-            sim = fb @ protos.T                                                         # (N, K)
-            s = sim.masked_fill(~valid, -math.inf) / tau
-            a = torch.softmax(s.amax(-1), 0)
-            bm = a @ torch.softmax(s, -1)
-            t0 = time.perf_counter()
-            T, it = sinkhorn_single(1 - sim, a, bm, eps, sinkhorn_iters, sinkhorn_tol, domain=sinkhorn_domain)
-            _sync(T.device); ot_s += time.perf_counter() - t0
-            ot_iters.append(it)
-            q = T / a[:, None]
-            out[b, c] = (q * torch.relu(sim)).sum(-1)
-    return dict(cams=max_norm(out.view(B, -1, h, w)), km_iters=km_iters, ot_iters=ot_iters,
-                km_cos=cos_sum / max(n_seeds, 1), km_s=km_s, ot_s=ot_s)
+def timed_loop(*args, **kw)->dict:
+    "`loop_prototype_cams` with its per-group k-means and Sinkhorn timed: adds `km_s` and `ot_s` (seconds)."
+    spent = dict(km_s=0., ot_s=0.)
+    def timed(fn, key, sync):
+        def run(*a, **k):
+            t0 = time.perf_counter(); r = fn(*a, **k)
+            if sync: _sync(r[0].device)
+            spent[key] += time.perf_counter() - t0
+            return r
+        return run
+    res = loop_prototype_cams(*args, kmeans=timed(kmeans_single, 'km_s', False),     # kmeans_single syncs (float())
+                              sinkhorn=timed(sinkhorn_single, 'ot_s', True), **kw)
+    return res | spent
 
 def kmeans_cos(feat:torch.Tensor, # (B, D, h, w) features
                po # `ProtoOutput` of `prototype_cams`
@@ -310,7 +216,7 @@ def run_bench(batch:list=(8, 16), # batch sizes
         args = (inp['feat'], inp['cam'], inp['labels'])
         for kk in k:
             batched = lambda args=args, kk=kk: prototype_cams(*args, n_clusters=kk, **kw)
-            loop = lambda args=args, kk=kk: loop_prototype_cams(*args, n_clusters=kk, sinkhorn_domain=loop_domain, **kw)
+            loop = lambda args=args, kk=kk: timed_loop(*args, n_clusters=kk, sinkhorn_domain=loop_domain, **kw)
             with torch.no_grad():
                 po, ref = batched(), loop()                                             # warm-up, and the counts
                 tb, tl, km_frac, ot_frac = [], [], [], []

@@ -10,8 +10,39 @@ import torch
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['KMEANS_BACKEND', 'release_workspace', 'kmeans_pp_init', 'KMeansResult', 'batched_kmeans', 'kmeans_groups',
-           'kmeans_image_groups', 'PackedGroups', 'pack_groups', 'unpack_groups']
+__all__ = ['KMEANS_BACKEND', 'kmeans_single', 'release_workspace', 'kmeans_pp_init', 'KMeansResult', 'batched_kmeans',
+           'kmeans_groups', 'kmeans_image_groups', 'PackedGroups', 'pack_groups', 'unpack_groups']
+
+# %% ../nbs/03_cluster.ipynb #eaad0b72
+@torch.no_grad()
+def kmeans_single(x:torch.Tensor, # (n, D) unit-norm points of one group
+                  k:int, # clusters
+                  n_iters:int=30, # Lloyd step cap
+                  tol:float=1e-4, # stop when the largest centre shift is at most this
+                  generator:torch.Generator|None=None # CPU generator for the k-means++ draws
+                 )->tuple: # (assign (n,) long, counts (k,) long, Lloyd steps run)
+    "Spherical k-means of one group: k-means++ initialisation, Lloyd steps until the centres stop moving."
+    n = x.shape[0]
+    C = x.new_zeros(k, x.shape[1])
+    C[0] = x[int(torch.randint(n, (1,), generator=generator))]
+    best = x @ C[0]
+    for t in range(1, k):
+        d = (1 - best).clamp_min(0)
+        if float(d.sum()) <= 0: break                               # all points coincide with the centres
+        i = int(torch.multinomial(d.cpu(), 1, generator=generator))
+        C[t] = x[i]
+        best = torch.maximum(best, x @ C[t])
+    valid = C.abs().sum(-1) > 0
+    it = 0
+    for it in range(1, n_iters + 1):
+        assign = (x @ C.T).masked_fill(~valid, -math.inf).argmax(-1)
+        counts = torch.bincount(assign, minlength=k)
+        valid = counts > 0
+        newC = F.normalize(x.new_zeros(k, x.shape[1]).index_add_(0, assign, x), dim=-1)
+        shift = float((newC - C).norm(dim=-1).max())
+        C = newC
+        if shift <= tol: break
+    return assign, counts, it
 
 # %% ../nbs/03_cluster.ipynb #f10674d9
 def _prepare(x:torch.Tensor, mask:torch.Tensor|None, k:int, fn:str):

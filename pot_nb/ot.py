@@ -8,8 +8,8 @@ import math
 import torch
 
 # %% auto #0
-__all__ = ['sinkhorn_plain', 'exp_limit', 'sinkhorn', 'similarity_marginals', 'uniform_marginals', 'ot_assignment',
-           'assignment_confidence']
+__all__ = ['sinkhorn_plain', 'exp_limit', 'sinkhorn', 'sinkhorn_single', 'similarity_marginals', 'uniform_marginals',
+           'ot_assignment', 'assignment_confidence']
 
 # %% ../nbs/04_ot.ipynb #1c01ae05
 def _check_ot(cost, a, b, fn):
@@ -153,6 +153,46 @@ def sinkhorn(cost:torch.Tensor, # (P, N, K) transport costs (finite, or +inf for
     plan = plan.to(cost.dtype if cost.is_floating_point() else dt)
     if return_info: return plan, dict(n_iters=it, err=err, tol=tol, f=eps * u, g=eps * v, domain=used, group_iters=done)
     return plan
+
+# %% ../nbs/04_ot.ipynb #6fad75f8
+@torch.no_grad()
+def sinkhorn_single(cost:torch.Tensor, # (N, K) costs of one group
+                    a:torch.Tensor, # (N,) row masses
+                    b:torch.Tensor, # (K,) column masses (zeros allowed)
+                    eps:float=0.05, # entropic regularisation
+                    n_iters:int=100, # iteration cap
+                    tol:float=1e-4, # stop when the L1 column-marginal error is at most this (checked every 10)
+                    check_every:int=10,
+                    domain:str='auto' # 'auto': the rule of `pot_nb.ot.sinkhorn`; 'log': always the log domain
+                   )->tuple: # (plan (N, K), iterations run)
+    "Sinkhorn of one group with the rule of `pot_nb.ot.sinkhorn`: multiplicative where it cannot underflow, else log domain."
+    S = -cost / eps
+    r = S.amax(1, keepdim=True)
+    if domain == 'auto' and float((r[:, 0] - S.amin(1)).max()) <= exp_limit(S.dtype):
+        Kt, tiny = torch.exp(S - r), torch.finfo(S.dtype).tiny
+        u = a / (Kt @ (b > 0).to(S.dtype)).clamp_min(tiny)
+        c = u @ Kt
+        it = 0
+        for it in range(1, n_iters + 1):
+            v = b / c.clamp_min(tiny)
+            u = a / (Kt @ v).clamp_min(tiny)
+            c = u @ Kt
+            if it % check_every == 0 or it == n_iters:
+                if float((c * v - b).abs().sum()) <= tol: break
+        T = u[:, None] * Kt * v[None]
+        if bool(torch.isfinite(T).all()): return T, it
+    la = torch.where(a > 0, a.clamp_min(1e-38).log(), -math.inf)
+    lb = torch.where(b > 0, b.clamp_min(1e-38).log(), -math.inf)
+    u = la
+    lc = torch.logsumexp(S + u[:, None], 0)
+    it = 0
+    for it in range(1, n_iters + 1):
+        v = torch.where(b > 0, lb - lc, -math.inf)
+        u = torch.where(a > 0, la - torch.logsumexp(S + v[None], 1), -math.inf)
+        lc = torch.logsumexp(S + u[:, None], 0)
+        if it % check_every == 0 or it == n_iters:
+            if float((torch.exp(lc + v) - b).abs().sum()) <= tol: break
+    return torch.exp(S + u[:, None] + v[None]), it
 
 # %% ../nbs/04_ot.ipynb #2743121e
 def _masked_softmax(logits:torch.Tensor, keep:torch.Tensor, dim:int)->torch.Tensor:

@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import record_function
 from .core import max_norm, mask_by_labels, labels_with_bg, add_background
-from .cluster import kmeans_image_groups
-from .ot import sinkhorn, similarity_marginals, uniform_marginals, ot_assignment, assignment_confidence
+from .cluster import kmeans_image_groups, kmeans_single
+from .ot import sinkhorn, sinkhorn_single, similarity_marginals, uniform_marginals, ot_assignment, assignment_confidence
 
 # %% auto #0
-__all__ = ['norm_cam', 'seed_map', 'ProtoGroups', 'make_groups', 'cluster_seeds', 'cluster_prototypes', 'group_similarity',
-           'cluster_assignment', 'assemble_cams', 'ProtoOutput', 'known_inv_norm', 'known_prototypes', 'prototype_cams',
-           'two_part_example']
+__all__ = ['norm_cam', 'seed_map', 'loop_prototype_cams', 'ProtoGroups', 'make_groups', 'cluster_seeds', 'cluster_prototypes',
+           'group_similarity', 'cluster_assignment', 'assemble_cams', 'ProtoOutput', 'known_inv_norm',
+           'known_prototypes', 'prototype_cams', 'two_part_example']
 
 # %% ../nbs/05_prototypes.ipynb #a2447e0d
 def norm_cam(cam:torch.Tensor, # (B, C, h, w) raw classifier CAM
@@ -36,6 +36,44 @@ def seed_map(ncam:torch.Tensor, # (B, C+1, h, w) normalised CAM from `norm_cam`
     lab = labels_with_bg(labels) > 0
     s = ncam.detach().masked_fill(~lab[..., None, None], -1.).max(1).indices   # first maximum, as argmax; faster on CPUs
     return s if valid is None else s.masked_fill(~valid.bool(), -1)
+
+# %% ../nbs/05_prototypes.ipynb #eaac0e2e
+@torch.no_grad()
+def loop_prototype_cams(feat:torch.Tensor, # (B, D, h, w) hierarchical features
+                        cam:torch.Tensor, # (B, C, h, w) raw classifier CAMs
+                        labels:torch.Tensor, # (B, C) multi-hot image labels
+                        n_clusters:int=2, eps:float=0.05, tau:float=0.1, kmeans_iters:int=30, kmeans_tol:float=1e-4,
+                        sinkhorn_iters:int=100, sinkhorn_tol:float=1e-4, seed:int=0,
+                        sinkhorn_domain:str='auto', # 'auto' (as the batched step) or 'log'
+                        kmeans=kmeans_single, # the per-group k-means (a benchmark passes a timed one)
+                        sinkhorn=sinkhorn_single # the per-group Sinkhorn
+                       )->dict: # cams (B, C+1, h, w); km_iters, ot_iters (per group); km_cos (mean seed-to-centre cosine)
+    "The prototype step written plainly: a loop over images and their classes, one k-means and one Sinkhorn per group."
+    B, D, h, w = feat.shape
+    g = torch.Generator().manual_seed(seed)
+    present = labels_with_bg(labels)
+    seeds = seed_map(norm_cam(cam, labels), labels).flatten(1)                          # (B, N): class of each seed
+    out = feat.new_zeros(B, present.shape[1], h * w)
+    km_iters, ot_iters, cos_sum, n_seeds = [], [], 0., 0
+    for b in range(B):
+        pixels = F.normalize(feat[b].flatten(1).T, dim=-1)                              # (N, D) unit features
+        for c in present[b].nonzero()[:, 0].tolist():
+            x = pixels[seeds[b] == c]                                                   # 1. this class's seeds
+            if len(x) == 0: continue                                                    # no seed: zero CAM
+            assign, counts, it = kmeans(x, n_clusters, kmeans_iters, kmeans_tol, g)     # 2. cluster them
+            km_iters.append(it)
+            protos = F.normalize(x.new_zeros(n_clusters, D).index_add_(0, assign, x), dim=-1)   # 3. prototypes
+            cos_sum, n_seeds = cos_sum + float((x * protos[assign]).sum()), n_seeds + len(x)
+            sim = pixels @ protos.T                                                     # 4. similarity (N, K)
+            s = sim.masked_fill(~(counts > 0), -math.inf) / tau
+            a = torch.softmax(s.amax(-1), 0)                                            # pixel masses
+            bm = a @ torch.softmax(s, -1)                                               # prototype masses
+            T, it = sinkhorn(1 - sim, a, bm, eps, sinkhorn_iters, sinkhorn_tol, domain=sinkhorn_domain)  # 5. OT
+            ot_iters.append(it)
+            q = T / a[:, None]                                                          # each pixel's assignment
+            out[b, c] = (q * torch.relu(sim)).sum(-1)                                   # 6. re-activation
+    return dict(cams=max_norm(out.view(B, -1, h, w)), km_iters=km_iters, ot_iters=ot_iters,
+                km_cos=cos_sum / max(n_seeds, 1))
 
 # %% ../nbs/05_prototypes.ipynb #d6d39c86
 class ProtoGroups(NamedTuple):
