@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from .core import IGNORE_INDEX
-from .data import save_mask
+from .formats import save_mask
 from .evaluate import cams_to_mask, load_cam, as_dataset, split_names, require_files
 from .files import clean_stale_tmps
 

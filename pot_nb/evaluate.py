@@ -149,7 +149,7 @@ DEFAULT_THRESHOLDS = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2).tolist())
 def as_dataset(source, split:str):
     "A dataset object for `source`: itself if it has `.names` and reads masks or images, else `pot_nb.data.load_dataset(source, split)`."
     if hasattr(source, 'names') and (hasattr(source, 'read_mask') or hasattr(source, 'read_image')): return source
-    from pot_nb.data import load_dataset
+    from pot_nb.datasets import load_dataset
     return load_dataset(source, split=split)
 
 def split_names(ds, # a dataset with `.names`

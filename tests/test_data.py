@@ -263,7 +263,8 @@ def test_fmnist_dataset(fm):
     assert '"n_train": 24' in meta and '"generator": "make_fmnist_wsss"' in meta
 
 def test_fmnist_missing_says_what_to_install(tmp_path, monkeypatch):
-    monkeypatch.setattr(D, 'DEBIAN_FMNIST_DIR', tmp_path/'none')
+    import pot_nb.synthetic as S                                          # where the finder reads it
+    monkeypatch.setattr(S, 'DEBIAN_FMNIST_DIR', tmp_path/'none')
     monkeypatch.setenv('FMNIST_DIR', str(tmp_path/'none'))
     monkeypatch.setenv('POT_NB_CACHE', str(tmp_path/'cache'))
     assert find_fmnist() is None
