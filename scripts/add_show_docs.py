@@ -61,7 +61,7 @@ def add_show_docs(path, check: bool = False) -> list:
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     check = '--check' in argv
-    paths = [a for a in argv if a != '--check'] or sorted((ROOT/'nbs').glob('*.ipynb'))
+    paths = [a for a in argv if a != '--check'] or sorted(p for p in (ROOT/'nbs').rglob('*.ipynb') if '.ipynb_checkpoints' not in p.parts)
     total = 0
     for p in paths:
         miss = add_show_docs(p, check)

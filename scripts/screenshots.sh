@@ -10,7 +10,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="${1:-/tmp/pot_nb_docs}"; shift || true
 mkdir -p "$OUT/src"
-if [ $# -eq 0 ]; then set -- "$ROOT"/nbs/*.ipynb; fi
+if [ $# -eq 0 ]; then set -- "$ROOT"/nbs/*.ipynb "$ROOT"/nbs/studies/*.ipynb; fi
 CHROME="$(command -v chromium || command -v chromium-browser || command -v google-chrome || true)"
 [ -n "$CHROME" ] || { echo "chromium not found: apt-get install -y chromium" >&2; exit 1; }
 for nb in "$@"; do

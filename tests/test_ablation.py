@@ -2,7 +2,7 @@
 import json
 import numpy as np, pytest, torch
 from pot_nb.data import make_toy_voc
-from pot_nb.ablation import pot_ablate, load_results, ablation_summary, sweep_confusion, SWEEP
+from pot_nb.studies.ablation import pot_ablate, load_results, ablation_summary, sweep_confusion, SWEEP
 
 
 def test_pot_ablate_runs_resumes_and_tabulates(tmp_path, capsys):

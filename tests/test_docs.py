@@ -4,13 +4,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def notebooks(folder:Path)->list:
+    "The notebooks under `folder`, sub-folders (the studies) included, without Jupyter's checkpoint copies."
+    return sorted(p for p in folder.rglob('*.ipynb') if '.ipynb_checkpoints' not in p.parts)
 sys.path.insert(0, str(ROOT/'scripts'))
 from add_show_docs import add_show_docs, documented  # noqa: E402
 
 def _modules():
     "(notebook, module name) of every notebook with a `#| default_exp`."
     out = []
-    for nb in sorted((ROOT/'nbs').glob('*.ipynb')):
+    for nb in sorted(notebooks(ROOT/'nbs')):
         cells = json.loads(nb.read_text())['cells']
         for c in cells:
             m = re.search(r'^#\|\s*default_exp\s+(\S+)', ''.join(c['source']), re.M)
@@ -62,8 +67,8 @@ def test_docs_processing_runs_on_every_notebook():
            'PYTHONWARNINGS': 'error:Found cells containing imports:UserWarning'}
     r = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
-    nbs = sorted(p.name for p in (ROOT/'nbs').glob('*.ipynb'))
-    done = sorted(p.name for p in (ROOT/'_proc').glob('*.ipynb'))
+    nbs = sorted(str(p.relative_to(ROOT/'nbs')) for p in notebooks(ROOT/'nbs'))
+    done = sorted(str(p.relative_to(ROOT/'_proc')) for p in notebooks(ROOT/'_proc'))
     assert done == nbs, set(nbs) ^ set(done)
     for name in nbs:                                  # the API reference rendered: show_doc cells have their output
         cells = json.loads((ROOT/'_proc'/name).read_text())['cells']

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = ['index.ipynb', '13_explorer.ipynb', '17_real_photos.ipynb', '18_voc_recipe.ipynb',
+NOTEBOOKS = ['index.ipynb', '13_explorer.ipynb', 'studies/17_real_photos.ipynb', '18_voc_recipe.ipynb',
              '19_tutorial_own_dataset.ipynb', '20_tutorial_cam_prior.ipynb']
 WIDGET_VIEW = 'application/vnd.jupyter.widget-view+json'
 

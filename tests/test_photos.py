@@ -2,7 +2,7 @@
 import json
 import numpy as np
 import pytest
-from pot_nb.photos import (PHOTOS, skimage_photo, imgaug_dir, polygon_mask, load_quokka, best_threshold_iou,
+from pot_nb.studies.photos import (PHOTOS, skimage_photo, imgaug_dir, polygon_mask, load_quokka, best_threshold_iou,
                            photo_prototype_cams, stage_feature)
 
 
@@ -81,7 +81,7 @@ def test_photo_prototype_cams_small():
 
 def test_stage_feature_unit_norm_per_stage():
     import torch
-    from pot_nb.photos import imagenet_lite0
+    from pot_nb.studies.photos import imagenet_lite0
     m = imagenet_lite0(16)
     x = torch.randn(1, 3, 64, 96)
     for center in (False, True):

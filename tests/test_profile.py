@@ -5,7 +5,7 @@ import torch
 import pot_nb.prototypes, pot_nb.cluster, pot_nb.ot
 from pot_nb.prototypes import two_part_example
 from pot_nb.train import POTLoss
-from pot_nb.profile import (StepClock, timed_functions, bench_model, bench_batch, profile_step, profile_training,
+from pot_nb.studies.profile import (StepClock, timed_functions, bench_model, bench_batch, profile_step, profile_training,
                             step_table, cam_throughput, throughput_table, machine_info, pot_bench, STEP_PARTS, POT_SHARE)
 
 

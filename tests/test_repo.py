@@ -4,6 +4,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def notebooks(folder:Path)->list:
+    "The notebooks under `folder`, sub-folders (the studies) included, without Jupyter's checkpoint copies."
+    return sorted(p for p in folder.rglob('*.ipynb') if '.ipynb_checkpoints' not in p.parts)
 BIN = Path(sys.executable).parent
 
 def _git(*args):
@@ -22,7 +27,7 @@ def test_export_matches_notebooks():
 
 def test_notebooks_are_clean(tmp_path):
     "Every notebook is already nbdev_clean'ed (no execution counts or noisy metadata)."
-    nbs = sorted((ROOT/'nbs').glob('*.ipynb'))
+    nbs = sorted(notebooks(ROOT/'nbs'))
     assert nbs, 'no notebooks found'
     for nb in nbs:
         cp = tmp_path/nb.name
@@ -37,7 +42,7 @@ def test_readme_matches_index():
 
 def test_sidebar_lists_every_notebook():
     side = (ROOT/'nbs'/'sidebar.yml').read_text()
-    for nb in sorted((ROOT/'nbs').glob('*.ipynb')):
+    for nb in sorted(notebooks(ROOT/'nbs')):
         assert nb.name in side, f'{nb.name} missing from nbs/sidebar.yml (run nbdev_sidebar --force)'
 
 
@@ -46,7 +51,7 @@ MACHINE_PATH = re.compile(r'(/work/|/root/|/home/[^/\s"]+/|/Users/[^/\s"]+/|site
 def test_committed_outputs_hold_no_machine_paths():
     "Outputs stored in the notebooks show no checkout folder, home folder or virtual environment of the machine that ran them."
     found = []
-    for nb in sorted((ROOT/'nbs').glob('*.ipynb')):
+    for nb in sorted(notebooks(ROOT/'nbs')):
         for i, c in enumerate(json.loads(nb.read_text())['cells']):
             for o in c.get('outputs', []):
                 text = ''.join(o.get('text', '')) + ''.join(''.join(v) for k, v in o.get('data', {}).items() if k.startswith('text/'))
@@ -58,19 +63,19 @@ def test_committed_outputs_hold_no_machine_paths():
 
 def test_notebooks_cite_no_missing_file():
     "The notebooks explain the method themselves: no reference to a design document that is not in the repository."
-    cites = [nb.name for nb in sorted((ROOT/'nbs').glob('*.ipynb')) if 'DESIGN' in nb.read_text()]
+    cites = [nb.name for nb in sorted(notebooks(ROOT/'nbs')) if 'DESIGN' in nb.read_text()]
     assert not cites, cites
 
 
 def test_notebooks_store_no_widget_state():
     "Widget state (kilobytes of model JSON per slider) is not committed: the notebooks store their static views."
-    stored = [nb.name for nb in sorted((ROOT/'nbs').glob('*.ipynb')) if 'widgets' in json.loads(nb.read_text())['metadata']]
+    stored = [nb.name for nb in sorted(notebooks(ROOT/'nbs')) if 'widgets' in json.loads(nb.read_text())['metadata']]
     assert not stored, stored
 
 
 def test_notebooks_stay_light():
     "Photo-like figures are stored as JPEG (`%config InlineBackend.figure_formats`): a clone stays small to fetch."
-    sizes = {p.name: p.stat().st_size for p in (ROOT/'nbs').glob('*.ipynb')}
+    sizes = {p.name: p.stat().st_size for p in notebooks(ROOT/'nbs')}
     heavy = {n: s for n, s in sizes.items() if s > 650_000}
     assert not heavy, f'notebooks over 650 kB: {heavy}'
 
@@ -78,8 +83,14 @@ def test_notebooks_stay_light():
 def test_no_private_names_cross_modules():
     "A module uses another's public names only: what one module needs from another is part of that one's API."
     bad = []
-    for f in sorted((ROOT/'pot_nb').glob('*.py')):
+    for f in sorted((ROOT/'pot_nb').rglob('*.py')):
         for line in f.read_text().splitlines():
-            m = re.match(r'\s*from (?:\.|pot_nb\.)(\w+) import (.+)', line)
+            m = re.match(r'\s*from (?:\.+|pot_nb\.)([\w.]+) import (.+)', line)
             if m: bad += [f'{f.name}: {n.strip()} from {m.group(1)}' for n in m.group(2).split(',') if n.strip().startswith('_')]
     assert not bad, bad
+
+
+def test_core_never_imports_the_studies():
+    "The studies (benchmark, profile, ablation, real photos) are an optional subpackage: the library runs without them."
+    users = [f.name for f in sorted((ROOT/'pot_nb').glob('*.py')) if re.search(r'^\s*(from|import) .*studies', f.read_text(), re.M)]
+    assert not users, users

@@ -105,7 +105,7 @@ def test_checkpoint_with_a_payload_is_refused(toy, trained, tmp_path):
 
 
 def test_feature_cache_with_a_payload_is_refused(tmp_path):
-    from pot_nb.ablation import _load_or_cache
+    from pot_nb.studies.ablation import _load_or_cache
     marker = tmp_path/'ran'
     torch.save({'feats': [torch.zeros(1)], 'x': Payload(marker)}, tmp_path/'cache.pt')
     with pytest.raises(UnsafeFileError, match=r'cache\.pt: refuses to unpickle posix\.system'):
