@@ -34,7 +34,7 @@ demo: install fmnist
 
 test: install fmnist
 	# compile the CPU k-means kernel once (numba caches it next to the module) before notebooks run side by side
-	$(BIN)/python -c "import torch; from pot_nb.cluster import batched_kmeans as km; [km(torch.randn(2, 9, 4, dtype=t), None, 2) for t in (torch.float32, torch.float64)]"
+	$(BIN)/python -c "import torch; import pot_nb.kmeans_cpu; from pot_nb.cluster import batched_kmeans as km; [km(torch.randn(2, 9, 4, dtype=t), None, 2) for t in (torch.float32, torch.float64)]"
 	# two notebooks at a time, one thread each: PyTorch threads fighting over 2 cores run many times slower
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/nbdev_test --n_workers 2 --timing
 	$(BIN)/python -m pytest tests/ -q -p no:cacheprovider

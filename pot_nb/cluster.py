@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['KMEANS_BACKEND', 'kmeans_single', 'release_workspace', 'kmeans_pp_init', 'KMeansResult', 'batched_kmeans',
-           'kmeans_groups', 'kmeans_image_groups', 'PackedGroups', 'pack_groups', 'unpack_groups']
+__all__ = ['KMEANS_BACKEND', 'kmeans_single', 'group_members', 'release_workspace', 'register_cpu_kmeans', 'kmeans_pp_init',
+           'KMeansResult', 'batched_kmeans', 'kmeans_groups', 'kmeans_image_groups', 'PackedGroups', 'pack_groups',
+           'unpack_groups']
 
 # %% ../nbs/03_cluster.ipynb #eaad0b72
 @torch.no_grad()
@@ -69,14 +70,14 @@ def _tile_plan(g:torch.Tensor, n_groups:int, T:int):
     dst = first[g] * T + torch.arange(len(g), device=g.device) - (torch.cumsum(n, 0) - n)[g]
     return dst, nt
 
-def _group_members(g:torch.Tensor)->torch.Tensor:
+def group_members(g:torch.Tensor)->torch.Tensor:
     "Indices of the points with a group in `g` (-1 = none), sorted by group; members keep their order inside a group."
     src = (g >= 0).nonzero()[:, 0]
     return src[torch.argsort(g[src], stable=True)]
 
 def _member_rows(g:torch.Tensor, n_groups:int, T:int):
     "Tile layout of the points with groups `g` (-1 = none): (input row of each tile row, -1 = padding; tiles per group)."
-    src = _group_members(g)
+    src = group_members(g)
     dst, nt = _tile_plan(g[src], n_groups, T)
     nT = int(nt.sum()) if n_groups else 0
     return torch.full((nT * T,), -1, dtype=torch.long, device=g.device).index_copy_(0, dst, src), nt
@@ -282,201 +283,21 @@ def _lloyd_layout(lay, C:torch.Tensor, n_iters:int, tol:float, sims:torch.Tensor
     return C, torch.where(valid, a_old, -1), (counts.view(G, k) if counts is not None else torch.zeros(G, k, dtype=torch.long, device=dev)), it, giters
 
 # %% ../nbs/03_cluster.ipynb #k3rn0002
-import os
-import numpy as np
-try:
-    import numba
-    from numba import njit, prange
-except ImportError: numba = None                       # the torch path runs everywhere; the kernel is a CPU speed-up
+KMEANS_BACKEND = 'auto' # 'auto': the compiled kernel for CPU tensors when registered, torch ops elsewhere; 'torch'; 'kernel'
+_CPU = {}                                              # the compiled CPU path, once registered
 
-KMEANS_BACKEND = 'auto' # 'auto': the compiled kernel for CPU tensors when numba is installed, torch ops elsewhere; 'torch'; 'kernel'
+def register_cpu_kmeans(fn): # same arguments and results as `pot_nb.kmeans_cpu.kmeans_cpu`
+    "Run k-means on CPU tensors with `fn` (importing `pot_nb.kmeans_cpu` registers the compiled kernel; see `KMEANS_BACKEND`)."
+    _CPU['kmeans'] = fn
 
 def _use_kernel(device:torch.device)->bool:
     "Whether k-means on `device` runs the compiled per-group kernel (see `KMEANS_BACKEND`)."
     if KMEANS_BACKEND not in ('auto', 'torch', 'kernel'):
         raise ValueError(f"pot_nb.cluster.KMEANS_BACKEND must be 'auto', 'torch' or 'kernel', got {KMEANS_BACKEND!r}")
     if KMEANS_BACKEND == 'torch' or torch.device(device).type != 'cpu': return False
-    if numba is None and KMEANS_BACKEND == 'kernel': raise ImportError("KMEANS_BACKEND = 'kernel' needs numba (pip install numba)")
-    return numba is not None
-
-if numba is not None:
-    @njit(cache=True, fastmath=True, boundscheck=False)
-    def _dot(a, b, D):                                 # fastmath: the sum may be reassociated, i.e. vectorised
-        s = a.dtype.type(0)
-        for d in range(D): s += a[d] * b[d]
-        return s
-
-    @njit(cache=True, fastmath=True, boundscheck=False)
-    def _axpy(y, x, D):
-        for d in range(D): y[d] += x[d]
-
-    @njit(cache=True, boundscheck=False)
-    def _kmeans_one(flat, sd, pos, scale, has_scale, u, L, k, n_iters, tol, dup, init, has_init, g,
-                    buf, C, inv_out, a_out, counts, best, w, cs, sc, sums, cv, Wd):
-        """Spherical k-means (greedy k-means++ from the draws `u`, then Lloyd) of group `g`, whose point i has its D
-        features at `flat[pos[i] + d·sd]` (and 1/‖x‖ `scale[i]` if given); its unit points stay in `buf` throughout."""
-        n, D = pos.shape[0], buf.shape[1]
-        one, zero = buf.dtype.type(1), buf.dtype.type(0)
-        for j in range(k):
-            counts[j] = 0
-            for d in range(D): C[j, d] = init[g, j, d] if has_init else zero
-        if n == 0: return 0
-        if sd == 1:                                    # gather: rows of a row-major map, or columns of a channels-first one
-            for i in range(n):
-                for d in range(D): buf[i, d] = flat[pos[i] + d]
-        else:
-            for d in range(D):
-                for i in range(n): buf[i, d] = flat[pos[i] + d * sd]
-        for i in range(n):                             # unit points; zero features stay zero (and stay points)
-            if has_scale: iv = scale[i]
-            else:
-                s2 = _dot(buf[i], buf[i], D)
-                iv = one / np.sqrt(s2) if s2 > 0 else zero
-            inv_out[i] = iv
-            for d in range(D): buf[i, d] *= iv
-        if not has_init:                               # greedy k-means++: weight 1 − best cosine, L candidates per step
-            for i in range(n):
-                best[i], w[i] = -np.inf, one
-            for t in range(k):
-                acc, last = 0.0, -1                    # the cumulative weights, summed in float64 as torch.cumsum on a CPU
-                for i in range(n):
-                    acc += w[i]
-                    cs[i] = acc
-                    if w[i] > 0: last = i
-                tot = cs[n - 1]
-                if not tot > 0: continue               # every point is a centre already: this one stays empty
-                pots, cidx = np.empty(L, dtype=np.float64), np.empty(L, dtype=np.int64)
-                for j in range(1 if t == 0 else L):
-                    tgt = buf.dtype.type(u[t, j, g] * np.float64(tot))
-                    lo, hi = 0, n                      # first index whose cumulative weight exceeds the draw
-                    while lo < hi:
-                        mid = (lo + hi) // 2
-                        if cs[mid] <= tgt: lo = mid + 1
-                        else: hi = mid
-                    idx = min(lo, last)
-                    pot = zero                         # potential: Σ 1 − max(best, cosine with the candidate)
-                    for i in range(n):
-                        s = _dot(buf[i], buf[idx], D)
-                        sc[j, i] = s
-                        v = one - max(best[i], s)
-                        if v > 0: pot += v
-                    pots[j], cidx[j] = pot, idx
-                low = pots[0]
-                for j in range(1, 1 if t == 0 else L): low = min(low, pots[j])
-                pick = 0                               # the lowest potential; rounding-level ties go to the first draw
-                while pots[pick] > low + 4 * dup * (low + 1): pick += 1
-                ci = cidx[pick]
-                for d in range(D): C[t, d] = buf[ci, d]
-                for i in range(n):
-                    best[i] = max(best[i], sc[pick, i])
-                    v = one - best[i]
-                    w[i] = v if v > dup else zero
-        it = 0
-        for it in range(1, n_iters + 1):               # Lloyd: assignment and the new sums in one pass over the group
-            for j in range(k):
-                cv[j] = False
-                for d in range(D):
-                    if C[j, d] != 0:
-                        cv[j] = True
-                        break
-                counts[j] = 0
-                for d in range(D): sums[j, d] = 0
-            last = k - 1                               # nearest: first maximum of x·(c_j − c_last) and 0, j < last
-            while last > 0 and not cv[last]: last -= 1
-            for j in range(last):
-                for d in range(D): Wd[j, d] = C[j, d] - C[last, d]
-            for i in range(n):
-                bi, bv = last, zero
-                for j in range(last - 1, -1, -1):
-                    if cv[j]:
-                        s = _dot(buf[i], Wd[j], D)
-                        if s >= bv: bi, bv = j, s
-                a_out[i] = bi
-                counts[bi] += 1
-                _axpy(sums[bi], buf[i], D)
-            shift = 0.0
-            for j in range(k):
-                nrm = np.sqrt(_dot(sums[j], sums[j], D))
-                dj = 0.0
-                for d in range(D):
-                    c = sums[j, d] / max(nrm, 1e-12) if counts[j] > 0 else 0.0
-                    dj += (c - C[j, d]) ** 2
-                    C[j, d] = c
-                shift = max(shift, np.sqrt(dj))
-            if not shift > tol: break
-        return it if n_iters > 0 else 0
-
-    @njit(cache=True, boundscheck=False)
-    def _kmeans_thread(t, plan, a):
-        "Thread t's share: the groups of row t of `plan` (-1 = none), with its own buffers."
-        (flat, sd, D, pos, start, scale, has_scale, u, L, k, n_iters, tol, dup, init, has_init, n_max,
-         centers, assign, inv, counts, giters) = a
-        buf = np.empty((n_max, D), dtype=centers.dtype)
-        best, w, cs = np.empty(n_max, dtype=centers.dtype), np.empty(n_max, dtype=centers.dtype), np.empty(n_max, dtype=centers.dtype)
-        sc = np.empty((L, n_max), dtype=centers.dtype)
-        sums = np.empty((k, D), dtype=np.float64)
-        cv = np.zeros(k, dtype=np.bool_)
-        Wd = np.empty((max(k - 1, 1), D), dtype=centers.dtype)
-        for q in range(plan.shape[1]):
-            g = plan[t, q]
-            if g < 0: continue
-            s0, s1 = start[g], start[g + 1]
-            giters[g] = _kmeans_one(flat, sd, pos[s0:s1], scale[s0:s1] if has_scale else scale, has_scale, u, L, k,
-                                    n_iters, tol, dup, init, has_init, g, buf, centers[g], inv[s0:s1], assign[s0:s1], counts[g],
-                                    best, w, cs, sc, sums, cv, Wd)
-
-    @njit(parallel=True, cache=True)
-    def _kmeans_kernel(plan, a):                       # one row of `plan` per thread
-        for t in prange(plan.shape[0]): _kmeans_thread(t, plan, a)
-
-    @njit(cache=True)
-    def _kmeans_kernel_serial(plan, a):                # no OpenMP: safe in a process forked from one that ran the above
-        for t in range(plan.shape[0]): _kmeans_thread(t, plan, a)
-
-_PID = os.getpid()                                     # the process that imported this module (not a fork of it)
-
-def _balanced_plan(sizes:torch.Tensor, n_threads:int)->torch.Tensor:
-    "(n_threads, m) groups per thread, largest first to the least loaded thread (-1 = none)."
-    bins, load = [[] for _ in range(n_threads)], [0] * n_threads
-    for g, s in zip(torch.argsort(sizes, descending=True, stable=True).tolist(), sorted(sizes.tolist(), reverse=True)):
-        t = min(range(n_threads), key=load.__getitem__)
-        bins[t].append(g); load[t] += s + 1
-    plan = torch.full((n_threads, max(1, max(len(b) for b in bins))), -1, dtype=torch.long)
-    for t, b in enumerate(bins): plan[t, :len(b)] = torch.tensor(b, dtype=torch.long)
-    return plan
-
-def _kmeans_cpu(f:torch.Tensor, gid:torch.Tensor, G:int, k:int, n_iters:int, seed:int, tol:float, scale=None, init=None, L=None):
-    """The kernel on points `f` (B, N, D) (any strides, float32/64, CPU) in groups `gid` (B·N,) (-1 = none):
-    (centres (G, k, D), assign (B·N,), counts (G, k), iterations, group iterations, 1/‖x‖ (B·N,))."""
-    f = f.detach()
-    B, N, D = f.shape
-    dt = f.dtype
-    L = 2 + int(math.log(k)) if L is None else int(L)
-    pts = _group_members(gid)
-    n = torch.bincount(gid[pts], minlength=G)
-    start = torch.zeros(G + 1, dtype=torch.long)
-    start[1:] = torch.cumsum(n, 0)
-    u = torch.rand(k, L, G, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64)   # the torch path's draws
-    n_threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS, G))
-    parallel = n_threads > 1 and os.getpid() == _PID  # GNU OpenMP cannot start threads in a forked child
-    if parallel: numba.set_num_threads(n_threads)
-    span = 1 + sum((s - 1) * st for s, st in zip(f.shape, f.stride())) if f.numel() else 1
-    flat = torch.as_strided(f, (span,), (1,), f.storage_offset()) if f.numel() else f.new_zeros(1)   # the storage behind f
-    centers, assign = f.new_zeros(G, k, D), torch.zeros(len(pts), dtype=torch.long)
-    inv, counts, giters = f.new_zeros(len(pts)), torch.zeros(G, k, dtype=torch.long), torch.zeros(G, dtype=torch.long)
-    pos = (pts // N) * f.stride(0) + (pts % N) * f.stride(1)             # where each member's features start in `flat`
-    sc = scale.reshape(-1)[pts].to(dt) if scale is not None else f.new_zeros(1)   # members' 1/‖x‖, in member order
-    ini = init.to(dt).contiguous() if init is not None else f.new_zeros(1, 1, 1)
-    args = (flat.numpy(), f.stride(2), D, pos.numpy(), start.numpy(), sc.numpy(), scale is not None, u.numpy(), L, k,
-            n_iters, float(tol), 16 * torch.finfo(dt).eps, ini.numpy(), init is not None, max(1, int(n.max()) if G else 1),
-            centers.numpy(), assign.numpy(), inv.numpy(), counts.numpy(), giters.numpy())
-    (_kmeans_kernel if parallel else _kmeans_kernel_serial)(_balanced_plan(n, n_threads if parallel else 1).numpy(), args)
-    a = torch.full((B * N,), -1, dtype=torch.long)
-    a[pts] = assign
-    iv = f.new_zeros(B * N)
-    iv[pts] = inv
-    it = max(1, int(giters.max()) if G else 0) if n_iters > 0 else 0      # as the torch path: one step at least
-    return centers, a, counts, it, giters, iv
+    if 'kmeans' not in _CPU and KMEANS_BACKEND == 'kernel':
+        raise ImportError("KMEANS_BACKEND = 'kernel' needs numba (pip install numba) and `import pot_nb.kmeans_cpu`")
+    return 'kmeans' in _CPU
 
 # %% ../nbs/03_cluster.ipynb #595c1a59
 @torch.no_grad()
@@ -492,7 +313,7 @@ def kmeans_pp_init(x:torch.Tensor, # (P, N, D) features (normalised inside)
     L = 2 + int(math.log(k)) if n_trials is None else int(n_trials)
     if L < 1: raise ValueError(f'kmeans_pp_init: n_trials must be at least 1, got {n_trials}')
     gid = torch.where(mask, torch.arange(P, device=x.device)[:, None], -1).view(-1)
-    if _use_kernel(x.device): return _kmeans_cpu(x, gid, P, k, 0, seed, 0., scale=inv, L=L)[0]
+    if _use_kernel(x.device): return _CPU['kmeans'](x, gid, P, k, 0, seed, 0., scale=inv, L=L)[0]
     return _init_layout(_Tiles.from_rows(x.reshape(P * N, D), gid, P, inv.view(-1)), k, seed, L, x.dtype)
 
 # %% ../nbs/03_cluster.ipynb #1b7be1b1
@@ -561,7 +382,7 @@ def kmeans_groups(x:torch.Tensor, # (M, D) one point per row (e.g. all pixels of
             raise ValueError(f'kmeans_groups: init_centers must be (G, k, D) = {(n_groups, k, D)}, got {tuple(init_centers.shape)}')
         init_centers = F.normalize(init_centers.to(x), dim=-1)
     if _use_kernel(x.device):
-        C, assign, counts, it, giters, _ = _kmeans_cpu(x[None], gid, n_groups, k, n_iters, seed, tol,
+        C, assign, counts, it, giters, _ = _CPU['kmeans'](x[None], gid, n_groups, k, n_iters, seed, tol,
                                                        x.new_ones(M) if scale is None else scale, init_centers)
         return KMeansResult(C, assign, counts, it, giters)
     tl = _Tiles.from_rows(x, gid, n_groups, scale)
@@ -591,7 +412,7 @@ def kmeans_image_groups(fn:torch.Tensor, # (B, N, D) pixel features, any strides
     if normalise and scale is not None: raise ValueError('kmeans_image_groups: give either scale or normalise=True')
     if _use_kernel(fn.device):
         sc = None if normalise else fn.new_ones(B * N) if scale is None else scale
-        C, assign, counts, it, giters, inv = _kmeans_cpu(fn, gid.reshape(-1), n_groups, k, n_iters, seed, tol, sc)
+        C, assign, counts, it, giters, inv = _CPU['kmeans'](fn, gid.reshape(-1), n_groups, k, n_iters, seed, tol, sc)
         return KMeansResult(C, assign.view(B, N), counts, it, giters, inv.view(B, N) if normalise else None)
     lay = _Tiles.from_maps(fn, gid, n_groups, scale, normalise=normalise)
     C, assign, counts, it, giters = _kmeans_layout(lay, k, n_iters, seed, tol, None, fn.dtype)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch.profiler import record_function
 from .core import max_norm, mask_by_labels, labels_with_bg, add_background
 from .cluster import kmeans_image_groups, kmeans_single
+import pot_nb.kmeans_cpu                       # the compiled k-means for CPU tensors (registers itself)
 from .ot import sinkhorn, sinkhorn_single, similarity_marginals, uniform_marginals, ot_assignment, assignment_confidence
 
 # %% auto #0

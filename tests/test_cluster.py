@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
-from pot_nb import cluster
+from pot_nb import cluster, kmeans_cpu                  # importing kmeans_cpu registers the compiled kernel
 from pot_nb.cluster import (KMeansResult, batched_kmeans, kmeans_groups, kmeans_image_groups, kmeans_pp_init, pack_groups,
                             unpack_groups)
 
@@ -14,7 +14,7 @@ from pot_nb.cluster import (KMeansResult, batched_kmeans, kmeans_groups, kmeans_
 @pytest.fixture(autouse=True, scope='module', params=['torch', 'kernel'])
 def backend(request):
     "Every test runs on both k-means paths: torch ops, and the compiled per-group CPU kernel."
-    if request.param == 'kernel' and cluster.numba is None: pytest.skip('numba is not installed')
+    if request.param == 'kernel' and kmeans_cpu.numba is None: pytest.skip('numba is not installed')
     before = cluster.KMEANS_BACKEND
     cluster.KMEANS_BACKEND = request.param
     yield request.param
@@ -36,7 +36,7 @@ def test_backends_agree_on_image_groups(backend):
     try:
         res = {}
         for b in ('torch', 'kernel'):
-            if b == 'kernel' and cluster.numba is None: continue
+            if b == 'kernel' and kmeans_cpu.numba is None: continue
             cluster.KMEANS_BACKEND = b
             res[b] = kmeans_image_groups(fn, row, torch.arange(B), table, B * 3, k, seed=2, normalise=True)
     finally: cluster.KMEANS_BACKEND = before
