@@ -46,14 +46,14 @@ def kmeans_single(x:torch.Tensor, # (n, D) unit-norm points of one group
     return assign, counts, it
 
 # %% ../nbs/03_cluster.ipynb #f10674d9
-def _prepare(x:torch.Tensor, mask:torch.Tensor|None, k:int, fn:str):
+def _prepare(x:torch.Tensor, mask:torch.Tensor|None, k:int, caller:str):
     "Check shapes; return `x` in a float compute dtype, the boolean mask and `1/‖x‖` (0 outside the mask)."
-    if x.ndim != 3: raise ValueError(f'{fn}: x must be (P, N, D), got shape {tuple(x.shape)}')
+    if x.ndim != 3: raise ValueError(f'{caller}: x must be (P, N, D), got shape {tuple(x.shape)}')
     if mask is None: mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
     if tuple(mask.shape) != tuple(x.shape[:2]):
-        raise ValueError(f'{fn}: mask must be (P, N) = {tuple(x.shape[:2])}, got shape {tuple(mask.shape)}')
-    if int(k) < 1: raise ValueError(f'{fn}: k must be a positive number of clusters, got {k}')
-    if not x.is_floating_point(): raise TypeError(f'{fn}: x must be a floating point tensor, got {x.dtype}')
+        raise ValueError(f'{caller}: mask must be (P, N) = {tuple(x.shape[:2])}, got shape {tuple(mask.shape)}')
+    if int(k) < 1: raise ValueError(f'{caller}: k must be a positive number of clusters, got {k}')
+    if not x.is_floating_point(): raise TypeError(f'{caller}: x must be a floating point tensor, got {x.dtype}')
     dt = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
     x = x.to(dt)
     nrm = torch.linalg.vector_norm(x, dim=-1)
@@ -128,41 +128,41 @@ class _Tiles:
         return cls(x.view(-1, T, D), torch.repeat_interleave(torch.arange(n_groups, device=dev), nt), n_groups, pix, xf.shape[0])
 
     @classmethod
-    def from_maps(cls, fn, gid, n_groups, scale=None, T=64, chunk_bytes=8 * 2 ** 20, normalise=False):
-        """Tiles gathered from pixel features `fn` (B, N, D) (any strides: rows or channels-first maps) with groups
+    def from_maps(cls, feats, gid, n_groups, scale=None, T=64, chunk_bytes=8 * 2 ** 20, normalise=False):
+        """Tiles gathered from pixel features `feats` (B, N, D) (any strides: rows or channels-first maps) with groups
         `gid` (B, N), a few images at a time (as many as fit in `chunk_bytes` on a CPU: channels-first maps are
         transposed image by image into a small buffer first, a blocked copy much faster than gathering columns).
         Each chunk's tiles follow the previous chunk's, so a group spread over several images (scope 'batch') may
         own tiles in several places. `normalise`: scale the gathered rows to unit norm here (their norms are cheap
         to take once the rows are contiguous) and keep `1/‖x‖` of each row in `.inv`."""
-        B, N, D = fn.shape
-        dev = fn.device
-        per = max(1, chunk_bytes // max(1, N * D * fn.element_size())) if dev.type == 'cpu' else B
-        rowwise = fn.stride(2) == 1 and (N == 1 or fn.stride(1) == D) and (B == 1 or fn.stride(0) == N * D)
+        B, N, D = feats.shape
+        dev = feats.device
+        per = max(1, chunk_bytes // max(1, N * D * feats.element_size())) if dev.type == 'cpu' else B
+        rowwise = feats.stride(2) == 1 and (N == 1 or feats.stride(1) == D) and (B == 1 or feats.stride(0) == N * D)
         plans = [(b0,) + _member_rows(gid[b0:min(b0 + per, B)].reshape(-1), n_groups, T) for b0 in range(0, B, per)]
         n_pts = sum(len(p) for _, p, _ in plans)
-        x = _workspace('tiles', (n_pts, D), fn.dtype, dev)
+        x = _workspace('tiles', (n_pts, D), feats.dtype, dev)
         ws, off = [], 0
         for b0, p, _ in plans:
             b1, out = min(b0 + per, B), x[off:off + len(p)]
-            if rowwise: torch.index_select(fn[b0:b1].reshape(-1, D), 0, p.clamp_min(0), out=out)
+            if rowwise: torch.index_select(feats[b0:b1].reshape(-1, D), 0, p.clamp_min(0), out=out)
             else:
-                buf = _workspace('transpose', (b1 - b0, N, D), fn.dtype, dev)
-                for i in range(b1 - b0): buf[i].copy_(fn[b0 + i])
+                buf = _workspace('transpose', (b1 - b0, N, D), feats.dtype, dev)
+                for i in range(b1 - b0): buf[i].copy_(feats[b0 + i])
                 torch.index_select(buf.view(-1, D), 0, p.clamp_min(0), out=out)
             if normalise:                                      # padding rows and zero features get 1/‖x‖ = 0
                 nrm = torch.linalg.vector_norm(out, dim=-1)
-                w = torch.where((p >= 0) & (nrm > 0), 1 / nrm.clamp_min(torch.finfo(fn.dtype).tiny), torch.zeros_like(nrm))
+                w = torch.where((p >= 0) & (nrm > 0), 1 / nrm.clamp_min(torch.finfo(feats.dtype).tiny), torch.zeros_like(nrm))
             else:
-                w = (p >= 0).to(fn.dtype)
-                if scale is not None: w = w * scale[b0:b1].reshape(-1)[p.clamp_min(0)].to(fn.dtype)
+                w = (p >= 0).to(feats.dtype)
+                if scale is not None: w = w * scale[b0:b1].reshape(-1)[p.clamp_min(0)].to(feats.dtype)
             out.mul_(w[:, None])                               # one pass: mask (and scale) the padding rows
             ws.append(w)
             off += len(p)
         pix = torch.cat([torch.where(p >= 0, p + b0 * N, -1) for b0, p, _ in plans]) if plans else torch.zeros(0, dtype=torch.long, device=dev)
         grp = torch.cat([torch.repeat_interleave(torch.arange(n_groups, device=dev), nt) for _, _, nt in plans]) if plans \
             else torch.zeros(0, dtype=torch.long, device=dev)
-        inv = (torch.cat(ws) if ws else fn.new_zeros(0)) if normalise else None
+        inv = (torch.cat(ws) if ws else feats.new_zeros(0)) if normalise else None
         return cls(x.view(-1, T, D), grp, n_groups, pix, B * N, inv)
 
     def own(self, V):                                          # (n_pts, k') cosine of each point with its group's V
@@ -286,9 +286,9 @@ def _lloyd_layout(lay, C:torch.Tensor, n_iters:int, tol:float, sims:torch.Tensor
 KMEANS_BACKEND = 'auto' # 'auto': the compiled kernel for CPU tensors when registered, torch ops elsewhere; 'torch'; 'kernel'
 _CPU = {}                                              # the compiled CPU path, once registered
 
-def register_cpu_kmeans(fn): # same arguments and results as `pot_nb.kmeans_cpu.kmeans_cpu`
-    "Run k-means on CPU tensors with `fn` (importing `pot_nb.kmeans_cpu` registers the compiled kernel; see `KMEANS_BACKEND`)."
-    _CPU['kmeans'] = fn
+def register_cpu_kmeans(kernel): # same arguments and results as `pot_nb.kmeans_cpu.kmeans_cpu`
+    "Run k-means on CPU tensors with `kernel` (importing `pot_nb.kmeans_cpu` registers the compiled kernel; see `KMEANS_BACKEND`)."
+    _CPU['kmeans'] = kernel
 
 def _use_kernel(device:torch.device)->bool:
     "Whether k-means on `device` runs the compiled per-group kernel (see `KMEANS_BACKEND`)."
@@ -391,7 +391,7 @@ def kmeans_groups(x:torch.Tensor, # (M, D) one point per row (e.g. all pixels of
 
 # %% ../nbs/03_cluster.ipynb #e03bea08
 @torch.no_grad()
-def kmeans_image_groups(fn:torch.Tensor, # (B, N, D) pixel features, any strides (e.g. a transposed view of (B, D, N) maps)
+def kmeans_image_groups(feats:torch.Tensor, # (B, N, D) pixel features, any strides (e.g. a transposed view of (B, D, N) maps)
                         row:torch.Tensor, # (B, N) long row of each pixel's group in its image's block, -1 = no group
                         block:torch.Tensor, # (B,) long block of `table` used by each image
                         table:torch.Tensor, # (n_blocks, R) long group of each (block, row), -1 = none
@@ -404,18 +404,18 @@ def kmeans_image_groups(fn:torch.Tensor, # (B, N, D) pixel features, any strides
                         normalise:bool=False # take the norms of the grouped pixels here (and return them as `inv_norm` (B, N))
                        )->KMeansResult: # centers (G, k, D), assign (B, N) -1 outside the groups, counts (G, k)
     "`batched_kmeans` on groups of pixels of feature maps (any strides): one gather of the grouped pixels into tiles, nothing per group."
-    B, N, D = fn.shape
-    if not fn.is_floating_point() or fn.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f'kmeans_image_groups: fn must be float32 or float64, got {fn.dtype}')
+    B, N, D = feats.shape
+    if not feats.is_floating_point() or feats.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f'kmeans_image_groups: feats must be float32 or float64, got {feats.dtype}')
     if n_iters < 1: raise ValueError(f'kmeans_image_groups: n_iters must be at least 1, got {n_iters}')
     gid = torch.where(row >= 0, table[block[:, None], row.clamp_min(0)], -1)
     if normalise and scale is not None: raise ValueError('kmeans_image_groups: give either scale or normalise=True')
-    if _use_kernel(fn.device):
-        sc = None if normalise else fn.new_ones(B * N) if scale is None else scale
-        C, assign, counts, it, giters, inv = _CPU['kmeans'](fn, gid.reshape(-1), n_groups, k, n_iters, seed, tol, sc)
+    if _use_kernel(feats.device):
+        sc = None if normalise else feats.new_ones(B * N) if scale is None else scale
+        C, assign, counts, it, giters, inv = _CPU['kmeans'](feats, gid.reshape(-1), n_groups, k, n_iters, seed, tol, sc)
         return KMeansResult(C, assign.view(B, N), counts, it, giters, inv.view(B, N) if normalise else None)
-    lay = _Tiles.from_maps(fn, gid, n_groups, scale, normalise=normalise)
-    C, assign, counts, it, giters = _kmeans_layout(lay, k, n_iters, seed, tol, None, fn.dtype)
+    lay = _Tiles.from_maps(feats, gid, n_groups, scale, normalise=normalise)
+    C, assign, counts, it, giters = _kmeans_layout(lay, k, n_iters, seed, tol, None, feats.dtype)
     inv = lay.scatter(lay.inv, 0).view(B, N) if normalise else None
     return KMeansResult(C, lay.scatter(assign).view(B, N), counts, it, giters, inv)
 

@@ -73,9 +73,9 @@ def pot_loss(score:torch.Tensor, # (B, C) image scores
             )->dict: # loss (total), cls, con (scalars) and proto (`ProtoOutput` or None)
     "The training loss `L_cls + λ·L_con` of the configured method, with its parts."
     cfg = (cfg or POTConfig()).replace(**changes)
-    lc = cls_loss(score, labels)
-    if cfg.method == 'cam': return dict(loss=lc, cls=lc, con=lc.new_zeros(()), proto=None)
+    l_cls = cls_loss(score, labels)
+    if cfg.method == 'cam': return dict(loss=l_cls, cls=l_cls, con=l_cls.new_zeros(()), proto=None)
     if proto is None: proto = prototype_step(cam, feat, labels, cfg, valid)
     con = consistency_loss(norm_cam(cam, labels), proto.cams, proto.weight, labels, loss=cfg.loss,
                            valid=grid_valid(valid, cam.shape[2:]))
-    return dict(loss=lc + cfg.lam * con, cls=lc, con=con, proto=proto)
+    return dict(loss=l_cls + cfg.lam * con, cls=l_cls, con=con, proto=proto)

@@ -93,16 +93,16 @@ def _sinkhorn_log(S, la, lb, pa, pb, n_iters, tol, check_every):
     "Log-domain Sinkhorn on the log-kernel `S`: never overflows or underflows."
     v = _finite_or_neginf(torch.zeros_like(lb), pb)            # start from the kernel itself: first a row update
     u = _finite_or_neginf(la - torch.logsumexp(S + v[:, None, :], dim=2), pa)
-    lc = torch.logsumexp(S + u[:, :, None], dim=1)             # (P, K) log column sums without v
+    log_col = torch.logsumexp(S + u[:, :, None], dim=1)             # (P, K) log column sums without v
     b = torch.exp(lb)
     err, it = math.inf, 0
     done = torch.zeros(S.shape[0], dtype=torch.long, device=S.device)
     for it in range(1, n_iters + 1):
-        v = _finite_or_neginf(lb - lc, pb)
+        v = _finite_or_neginf(lb - log_col, pb)
         u = _finite_or_neginf(la - torch.logsumexp(S + v[:, None, :], dim=2), pa)
-        lc = torch.logsumexp(S + u[:, :, None], dim=1)
+        log_col = torch.logsumexp(S + u[:, :, None], dim=1)
         if it % check_every == 0 or it == n_iters:
-            e = (torch.exp(lc + v) - b).abs().sum(-1)
+            e = (torch.exp(log_col + v) - b).abs().sum(-1)
             done = torch.where((done == 0) & (e <= tol), it, done)
             err = e.amax().item() if b.numel() else 0.
             if err <= tol: break
@@ -184,14 +184,14 @@ def sinkhorn_single(cost:torch.Tensor, # (N, K) costs of one group
     la = torch.where(a > 0, a.clamp_min(1e-38).log(), -math.inf)
     lb = torch.where(b > 0, b.clamp_min(1e-38).log(), -math.inf)
     u = la
-    lc = torch.logsumexp(S + u[:, None], 0)
+    log_col = torch.logsumexp(S + u[:, None], 0)
     it = 0
     for it in range(1, n_iters + 1):
-        v = torch.where(b > 0, lb - lc, -math.inf)
+        v = torch.where(b > 0, lb - log_col, -math.inf)
         u = torch.where(a > 0, la - torch.logsumexp(S + v[None], 1), -math.inf)
-        lc = torch.logsumexp(S + u[:, None], 0)
+        log_col = torch.logsumexp(S + u[:, None], 0)
         if it % check_every == 0 or it == n_iters:
-            if float((torch.exp(lc + v) - b).abs().sum()) <= tol: break
+            if float((torch.exp(log_col + v) - b).abs().sum()) <= tol: break
     return torch.exp(S + u[:, None] + v[None]), it
 
 # %% ../nbs/04_ot.ipynb #2743121e
