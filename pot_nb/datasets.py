@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 from .core import VOC_CLASSES, COCO_CLASSES, warn_user
 from .files import check_name
+from fastcore.basics import patch
 from .formats import *
 from .synthetic import *
 
@@ -37,7 +38,7 @@ def _index_files(folder:Path, exts:Sequence[str])->dict:
         for d in sorted(subdirs): scan(d)
     return found
 
-# %% ../nbs/01b_datasets.ipynb #711e31e7
+# %% ../nbs/01b_datasets.ipynb #d5b6cf70
 class SegDataset:
     "A WSSS dataset in VOC layout: `ds[i]` is a dict(name, img (H,W,3) uint8, label (C,) float32, mask (H,W) uint8 or None)."
     def __init__(self,
@@ -85,146 +86,170 @@ class SegDataset:
         self._handle(bad, len(names))
         if validate: self.validate()
 
-    def _read_classes(self, classes):
-        f = self.root/'classes.txt'
-        if classes is not None: cs, where = tuple(classes), 'classes='
-        elif f.is_file():
-            cs, where = tuple(l.strip() for l in f.read_text().splitlines() if l.strip()), f
-            if not cs: raise DataError(f'{f}: classes file lists no classes')
-        else: return VOC_CLASSES
-        dup = sorted({c for c in cs if cs.count(c) > 1})
-        if dup: raise DataError(f'{where}: class names must be unique; {", ".join(map(repr, dup))} appear more than once')
-        return cs
-
-    def _pick_labels(self, source, cls_labels, names):
-        cands = [Path(cls_labels)] if cls_labels is not None else [self.root/'cls_labels.npy', self.root/'cls_labels_coco.npy']
-        if source == 'auto':
-            if any(p.is_file() for p in cands) or cls_labels is not None: source = 'cls_labels'
-            elif self._masks and all(n in self._masks for n in names): source = 'masks'
-            elif (self.root/'Annotations').is_dir(): source = 'xml'
-            elif self._masks: source = 'masks'
-            else: raise DataError(f'{self.root}: no image labels for split {self.split!r}: no {cands[0].name}, '
-                                  f'no masks in {self.mask_dir}, no Annotations/*.xml')
-        if source == 'cls_labels':
-            path = next((p for p in cands if p.is_file()), cands[0])
-            if not path.is_file(): raise DataError(f'{path}: label file not found')
-            return source, path, load_cls_labels(path)
-        if source == 'xml' and not (self.root/'Annotations').is_dir():
-            raise DataError(f"{self.root/'Annotations'}: annotation folder not found (label_source='xml')")
-        return source, None, None
-
-    def _check_label(self, name)->str|None:
-        "Cheap per-name label check at construction: the reason the item is bad, or None."
-        if self.label_source == 'cls_labels':
-            y = lookup_label(self._table, name)
-            if y is None: return f'{self.cls_labels_path}: no label for image {name!r}'
-            y = np.asarray(y, np.float32).reshape(-1)
-            if len(y) != self.n_classes:
-                return f'{self.cls_labels_path}: label of {name!r} has length {len(y)}, expected {self.n_classes} (one per foreground class)'
-            if not np.isfinite(y).all(): return f'{self.cls_labels_path}: label of {name!r} is not finite'
-            self._label_cache[name] = y
-        elif self.label_source == 'masks':
-            if name not in self._masks: return f'{self.mask_dir/name}.png: mask not found (the image labels come from the masks)'
-        elif not (self.root/'Annotations'/f'{name}.xml').is_file():
-            return f"{self.root/'Annotations'/name}.xml: annotation file not found (label_source='xml')"
-        return None
-
-    def _handle(self, bad:dict, total:int):
-        "Raise on the first bad item, or record them all in `skipped` with one counted warning."
-        if not bad: return
-        first = next(iter(bad.values()))
-        if self.on_error == 'raise':
-            raise DataError(first + (f' (and {len(bad) - 1} more bad items in split {self.split!r})' if len(bad) > 1 else ''))
-        self.skipped.update(bad)
-        warn_user(f'{self.root} split {self.split!r}: skipped {len(bad)} of {total} items with bad input '
-                  f'(first: {first}); see .skipped', DataWarning)
-
     def __len__(self): return len(self.names)
     def __repr__(self):
         return (f'{type(self).__name__}({str(self.root)!r}, split={self.split!r}: {len(self)} images, '
                 f'{self.n_classes} classes, labels from {self.label_source}' + (f', {len(self.skipped)} skipped)' if self.skipped else ')'))
 
-    def image_path(self, name:str)->Path:
-        "The image file of `name`."
-        return self._images[name]
-    def mask_path(self, name:str)->Path|None:
-        "The mask file of `name` (None when it has none)."
-        return self._masks.get(name)
-    @property
-    def has_masks(self)->bool:
-        "Whether every image of the split has a mask."
-        return all(n in self._masks for n in self.names)
+# %% ../nbs/01b_datasets.ipynb #1498400a
+@patch
+def _read_classes(self:SegDataset, classes):
+    f = self.root/'classes.txt'
+    if classes is not None: cs, where = tuple(classes), 'classes='
+    elif f.is_file():
+        cs, where = tuple(l.strip() for l in f.read_text().splitlines() if l.strip()), f
+        if not cs: raise DataError(f'{f}: classes file lists no classes')
+    else: return VOC_CLASSES
+    dup = sorted({c for c in cs if cs.count(c) > 1})
+    if dup: raise DataError(f'{where}: class names must be unique; {", ".join(map(repr, dup))} appear more than once')
+    return cs
 
-    def read_image(self, name:str)->np.ndarray:
-        "(H, W, 3) uint8 RGB image of `name`."
-        return load_image(self._images[name])
+# %% ../nbs/01b_datasets.ipynb #5047973c
+@patch
+def _pick_labels(self:SegDataset, source, cls_labels, names):
+    cands = [Path(cls_labels)] if cls_labels is not None else [self.root/'cls_labels.npy', self.root/'cls_labels_coco.npy']
+    if source == 'auto':
+        if any(p.is_file() for p in cands) or cls_labels is not None: source = 'cls_labels'
+        elif self._masks and all(n in self._masks for n in names): source = 'masks'
+        elif (self.root/'Annotations').is_dir(): source = 'xml'
+        elif self._masks: source = 'masks'
+        else: raise DataError(f'{self.root}: no image labels for split {self.split!r}: no {cands[0].name}, '
+                              f'no masks in {self.mask_dir}, no Annotations/*.xml')
+    if source == 'cls_labels':
+        path = next((p for p in cands if p.is_file()), cands[0])
+        if not path.is_file(): raise DataError(f'{path}: label file not found')
+        return source, path, load_cls_labels(path)
+    if source == 'xml' and not (self.root/'Annotations').is_dir():
+        raise DataError(f"{self.root/'Annotations'}: annotation folder not found (label_source='xml')")
+    return source, None, None
 
-    def read_mask(self, name:str)->np.ndarray|None:
-        "(H, W) uint8 mask of `name` (values 0..C or 255), None when it has no mask file."
-        p = self._masks.get(name)
-        return None if p is None else load_mask(p, self.n_classes)
+@patch
+def _check_label(self:SegDataset, name)->str|None:
+    "Cheap per-name label check at construction: the reason the item is bad, or None."
+    if self.label_source == 'cls_labels':
+        y = lookup_label(self._table, name)
+        if y is None: return f'{self.cls_labels_path}: no label for image {name!r}'
+        y = np.asarray(y, np.float32).reshape(-1)
+        if len(y) != self.n_classes:
+            return f'{self.cls_labels_path}: label of {name!r} has length {len(y)}, expected {self.n_classes} (one per foreground class)'
+        if not np.isfinite(y).all(): return f'{self.cls_labels_path}: label of {name!r} is not finite'
+        self._label_cache[name] = y
+    elif self.label_source == 'masks':
+        if name not in self._masks: return f'{self.mask_dir/name}.png: mask not found (the image labels come from the masks)'
+    elif not (self.root/'Annotations'/f'{name}.xml').is_file():
+        return f"{self.root/'Annotations'/name}.xml: annotation file not found (label_source='xml')"
+    return None
 
-    def _label_of(self, name:str, mask=None)->np.ndarray:
-        y = self._label_cache.get(name)
-        if y is None:
-            if self.label_source == 'xml': y = load_xml_labels(self.root/'Annotations'/f'{name}.xml', self.classes)
-            else: y = mask_labels(self.read_mask(name) if mask is None else mask, self.n_classes)
-            self._label_cache[name] = y
-        return y.copy()
+# %% ../nbs/01b_datasets.ipynb #87ed013c
+@patch
+def _handle(self:SegDataset, bad:dict, total:int):
+    "Raise on the first bad item, or record them all in `skipped` with one counted warning."
+    if not bad: return
+    first = next(iter(bad.values()))
+    if self.on_error == 'raise':
+        raise DataError(first + (f' (and {len(bad) - 1} more bad items in split {self.split!r})' if len(bad) > 1 else ''))
+    self.skipped.update(bad)
+    warn_user(f'{self.root} split {self.split!r}: skipped {len(bad)} of {total} items with bad input '
+              f'(first: {first}); see .skipped', DataWarning)
 
-    def label(self, i:int)->np.ndarray:
-        "(C,) float32 image label of item `i` (cheap for cls_labels; read once and cached for masks and XML)."
-        return self._label_of(self.names[i])
+# %% ../nbs/01b_datasets.ipynb #4706f05a
+@patch
+def image_path(self:SegDataset, name:str)->Path:
+    "The image file of `name`."
+    return self._images[name]
 
-    @property
-    def labels(self)->np.ndarray:
-        "(N, C) float32 labels of all items."
-        return np.stack([self.label(i) for i in range(len(self))]) if len(self) else np.zeros((0, self.n_classes), np.float32)
+@patch
+def mask_path(self:SegDataset, name:str)->Path|None:
+    "The mask file of `name` (None when it has none)."
+    return self._masks.get(name)
 
-    def _read(self, i:int, with_mask:bool=True)->dict:
-        n = self.names[i]
-        img = self.read_image(n)
-        mask = self.read_mask(n) if (with_mask or self.label_source == 'masks') and n in self._masks else None
-        if mask is not None and mask.shape != img.shape[:2]:
-            raise DataError(f'{self._masks[n]}: mask size {mask.shape[1]}x{mask.shape[0]} differs from the image size '
-                            f'{img.shape[1]}x{img.shape[0]} of {self._images[n]}')
-        y = self._label_of(n, mask)
-        return dict(name=n, img=img, label=y, mask=mask if with_mask else None)
+@patch(as_prop=True)
+def has_masks(self:SegDataset)->bool:
+    "Whether every image of the split has a mask."
+    return all(n in self._masks for n in self.names)
 
-    def item(self, i:int, # index
-             with_mask:bool=True # also read the mask (training needs only image and label)
-            )->dict:
-        "Item `i`; with `on_error='skip'` an unreadable item is recorded in `skipped` and the next readable one returned."
-        if not -len(self) <= i < len(self): raise IndexError(f'index {i} out of range for {len(self)} items')
-        i %= len(self)
-        if self.on_error == 'raise': return self._read(i, with_mask)
-        for j in range(len(self)):
-            k = (i + j) % len(self)
-            if self.names[k] in self.skipped: continue
-            try: return self._read(k, with_mask)
-            except DataError as e: self._handle({self.names[k]: str(e)}, len(self))
-        raise DataError(f'{self.root}: no readable item left in split {self.split!r}')
+@patch
+def read_image(self:SegDataset, name:str)->np.ndarray:
+    "(H, W, 3) uint8 RGB image of `name`."
+    return load_image(self._images[name])
 
-    def __getitem__(self, i:int)->dict: return self.item(i)
+@patch
+def read_mask(self:SegDataset, name:str)->np.ndarray|None:
+    "(H, W) uint8 mask of `name` (values 0..C or 255), None when it has no mask file."
+    p = self._masks.get(name)
+    return None if p is None else load_mask(p, self.n_classes)
 
-    def validate(self)->SegDataset:
-        "Read every item; bad ones raise (`on_error='raise'`) or are dropped with one counted warning."
-        bad = {}
-        for i, n in enumerate(self.names):
-            try: self._read(i)
-            except DataError as e:
-                if self.on_error == 'raise': raise
-                bad[n] = str(e)
-        self.names = [n for n in self.names if n not in bad]
-        self._handle(bad, len(self.names) + len(bad))
-        return self
+# %% ../nbs/01b_datasets.ipynb #5e1a41af
+@patch
+def _label_of(self:SegDataset, name:str, mask=None)->np.ndarray:
+    y = self._label_cache.get(name)
+    if y is None:
+        if self.label_source == 'xml': y = load_xml_labels(self.root/'Annotations'/f'{name}.xml', self.classes)
+        else: y = mask_labels(self.read_mask(name) if mask is None else mask, self.n_classes)
+        self._label_cache[name] = y
+    return y.copy()
 
-    def subset(self, idxs:Sequence[int])->SegDataset:
-        "A copy holding only the items `idxs` (in that order)."
-        new = object.__new__(type(self)); new.__dict__.update(self.__dict__)
-        new.names = [self.names[i] for i in idxs]
-        new.skipped, new._label_cache = dict(self.skipped), dict(self._label_cache)
-        return new
+@patch
+def label(self:SegDataset, i:int)->np.ndarray:
+    "(C,) float32 image label of item `i` (cheap for cls_labels; read once and cached for masks and XML)."
+    return self._label_of(self.names[i])
+
+@patch(as_prop=True)
+def labels(self:SegDataset)->np.ndarray:
+    "(N, C) float32 labels of all items."
+    return np.stack([self.label(i) for i in range(len(self))]) if len(self) else np.zeros((0, self.n_classes), np.float32)
+
+# %% ../nbs/01b_datasets.ipynb #b0a99980
+@patch
+def _read(self:SegDataset, i:int, with_mask:bool=True)->dict:
+    n = self.names[i]
+    img = self.read_image(n)
+    mask = self.read_mask(n) if (with_mask or self.label_source == 'masks') and n in self._masks else None
+    if mask is not None and mask.shape != img.shape[:2]:
+        raise DataError(f'{self._masks[n]}: mask size {mask.shape[1]}x{mask.shape[0]} differs from the image size '
+                        f'{img.shape[1]}x{img.shape[0]} of {self._images[n]}')
+    y = self._label_of(n, mask)
+    return dict(name=n, img=img, label=y, mask=mask if with_mask else None)
+
+@patch
+def item(self:SegDataset, i:int, # index
+         with_mask:bool=True # also read the mask (training needs only image and label)
+        )->dict:
+    "Item `i`; with `on_error='skip'` an unreadable item is recorded in `skipped` and the next readable one returned."
+    if not -len(self) <= i < len(self): raise IndexError(f'index {i} out of range for {len(self)} items')
+    i %= len(self)
+    if self.on_error == 'raise': return self._read(i, with_mask)
+    for j in range(len(self)):
+        k = (i + j) % len(self)
+        if self.names[k] in self.skipped: continue
+        try: return self._read(k, with_mask)
+        except DataError as e: self._handle({self.names[k]: str(e)}, len(self))
+    raise DataError(f'{self.root}: no readable item left in split {self.split!r}')
+
+@patch
+def __getitem__(self:SegDataset, i:int)->dict: return self.item(i)
+
+# %% ../nbs/01b_datasets.ipynb #592e35e6
+@patch
+def validate(self:SegDataset)->SegDataset:
+    "Read every item; bad ones raise (`on_error='raise'`) or are dropped with one counted warning."
+    bad = {}
+    for i, n in enumerate(self.names):
+        try: self._read(i)
+        except DataError as e:
+            if self.on_error == 'raise': raise
+            bad[n] = str(e)
+    self.names = [n for n in self.names if n not in bad]
+    self._handle(bad, len(self.names) + len(bad))
+    return self
+
+@patch
+def subset(self:SegDataset, idxs:Sequence[int])->SegDataset:
+    "A copy holding only the items `idxs` (in that order)."
+    new = object.__new__(type(self)); new.__dict__.update(self.__dict__)
+    new.names = [self.names[i] for i in idxs]
+    new.skipped, new._label_cache = dict(self.skipped), dict(self._label_cache)
+    return new
 
 # %% ../nbs/01b_datasets.ipynb #700fc9bd
 def detect_layout(source:str|Path # a dataset folder
