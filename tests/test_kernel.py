@@ -23,7 +23,7 @@ def run_in_kernel(name, out:Path)->dict:
 
 @pytest.mark.parametrize('name', NOTEBOOKS)
 def test_notebook_runs_in_a_real_kernel(name, tmp_path):
-    nb = run_in_kernel(name, tmp_path/name)
+    nb = run_in_kernel(name, tmp_path/Path(name).name)
     outputs = [o for c in nb['cells'] for o in c.get('outputs', [])]
     errors = [(o.get('ename'), o.get('evalue')) for o in outputs if o.get('output_type') == 'error']
     assert not errors, errors[:3]
