@@ -125,7 +125,7 @@ def make_groups(labels:torch.Tensor, # (B, C) multi-hot image labels
 # %% ../nbs/05_prototypes.ipynb #872f0336
 @torch.no_grad()
 def cluster_seeds(feats:torch.Tensor, # (B, N, D) unit-norm pixel features
-                  proto_groups:ProtoGroups, # from `make_groups`
+                  layout:ProtoGroups, # from `make_groups`
                   n_iters:int=30, # k-means iteration cap
                   tol:float=1e-4, # k-means tolerance (see `batched_kmeans`)
                   seed:int=0, # k-means++ seed
@@ -133,29 +133,29 @@ def cluster_seeds(feats:torch.Tensor, # (B, N, D) unit-norm pixel features
                   return_result:bool=False, # also return the `KMeansResult` (per-set iterations, counts)
                   normalise:bool=False # `feats` is not unit-norm: normalise the seed features inside (the result's `inv_norm`)
                  )->tuple: # (slot (B, N) long: g*K + k for seed pixels, -1 elsewhere; most k-means iterations run[, result])
-    "Cluster the seed features of every prototype set into `proto_groups.k` clusters in one call on the compacted seeds."
+    "Cluster the seed features of every prototype set into `layout.k` clusters in one call on the compacted seeds."
     B, N, D = feats.shape
-    k, G = proto_groups.k, len(proto_groups.set_cls)
-    ss = proto_groups.seed_set.reshape(B * N)
+    k, G = layout.k, len(layout.set_cls)
+    ss = layout.seed_set.reshape(B * N)
     slot = torch.where(ss >= 0, ss * k, -1)
     if k == 1 or not bool((ss >= 0).any()): return (slot.view(B, N), 0) + ((None,) if return_result else ())
-    table = torch.full((proto_groups.n_blocks, proto_groups.n_rows), -1, dtype=torch.long, device=feats.device)
-    table[proto_groups.set_img, proto_groups.set_row] = torch.arange(G, device=feats.device)
-    block = torch.arange(B, device=feats.device) if proto_groups.n_blocks == B else torch.zeros(B, dtype=torch.long, device=feats.device)
-    row = torch.where(ss >= 0, proto_groups.set_row[ss.clamp_min(0)], -1).view(B, N)
+    table = torch.full((layout.n_blocks, layout.n_rows), -1, dtype=torch.long, device=feats.device)
+    table[layout.set_img, layout.set_row] = torch.arange(G, device=feats.device)
+    block = torch.arange(B, device=feats.device) if layout.n_blocks == B else torch.zeros(B, dtype=torch.long, device=feats.device)
+    row = torch.where(ss >= 0, layout.set_row[ss.clamp_min(0)], -1).view(B, N)
     kmeans_out = kmeans_image_groups(feats, row, block, table, G, k, n_iters=n_iters, seed=seed, tol=tol, scale=scale, normalise=normalise)
     slot = torch.where(kmeans_out.assign.view(-1) >= 0, slot + kmeans_out.assign.view(-1), -1)
     return (slot.view(B, N), int(kmeans_out.n_iters)) + ((kmeans_out,) if return_result else ())
 
 # %% ../nbs/05_prototypes.ipynb #397badc1
-def _blocks(proto_groups:ProtoGroups, B:int, device)->torch.Tensor:
+def _blocks(layout:ProtoGroups, B:int, device)->torch.Tensor:
     "Table block of each image: its own with scope 'image', the shared block 0 with scope 'batch'."
-    return torch.arange(B, device=device) if proto_groups.n_blocks == B else torch.zeros(B, dtype=torch.long, device=device)
+    return torch.arange(B, device=device) if layout.n_blocks == B else torch.zeros(B, dtype=torch.long, device=device)
 
 def cluster_prototypes(feats:torch.Tensor, # (B, N, D) unit-norm pixel features (gradient flows through), any strides
                        slot:torch.Tensor, # (B, N) long from `cluster_seeds` (-1 = not a seed)
                        n_slots:int, # G*K
-                       proto_groups:ProtoGroups|None=None, # from `make_groups`: sum per image with one `bmm` (no gather of rows)
+                       layout:ProtoGroups|None=None, # from `make_groups`: sum per image with one `bmm` (no gather of rows)
                        scale:torch.Tensor|None=None # (B, N) per-pixel factor (1/‖f‖) when `feats` is not unit-norm
                       )->tuple: # (protos (G*K, D) unit norm or zero, counts (G*K,) long)
     "Normalised mean of the features in each cluster slot, differentiable with respect to `feats`."
@@ -164,33 +164,33 @@ def cluster_prototypes(feats:torch.Tensor, # (B, N, D) unit-norm pixel features 
     keep = s >= 0
     counts = torch.bincount(s[keep], minlength=n_slots)
     w = torch.ones(B, N, dtype=feats.dtype, device=feats.device) if scale is None else scale.to(feats.dtype)
-    if proto_groups is None:
+    if layout is None:
         flat, ws = feats.reshape(-1, D), w.reshape(-1)
         idx = keep.nonzero()[:, 0]
         sums = feats.new_zeros(n_slots, D).index_add(0, s[idx], flat[idx] * ws[idx, None])
     else:                                                      # (B, R·K, N) weights × (B, N, D) features
-        k = proto_groups.k
-        r = torch.where(keep, proto_groups.set_row[(s // k).clamp_min(0)] * k + s.clamp_min(0) % k, 0).view(B, N)
-        W = feats.new_zeros(B, proto_groups.n_rows * k, N).scatter(1, r[:, None, :], (w * keep.view(B, N))[:, None, :])
+        k = layout.k
+        r = torch.where(keep, layout.set_row[(s // k).clamp_min(0)] * k + s.clamp_min(0) % k, 0).view(B, N)
+        W = feats.new_zeros(B, layout.n_rows * k, N).scatter(1, r[:, None, :], (w * keep.view(B, N))[:, None, :])
         S = torch.bmm(W, feats)
-        S = S.new_zeros(proto_groups.n_blocks, proto_groups.n_rows * k, D).index_add(0, _blocks(proto_groups, B, feats.device), S)
-        sums = S.view(proto_groups.n_blocks, proto_groups.n_rows, k, D)[proto_groups.set_img, proto_groups.set_row].reshape(n_slots, D)
+        S = S.new_zeros(layout.n_blocks, layout.n_rows * k, D).index_add(0, _blocks(layout, B, feats.device), S)
+        sums = S.view(layout.n_blocks, layout.n_rows, k, D)[layout.set_img, layout.set_row].reshape(n_slots, D)
     return F.normalize(sums, dim=-1, eps=1e-12), counts
 
 # %% ../nbs/05_prototypes.ipynb #83b2d03d
 def group_similarity(feats:torch.Tensor, # (B, N, D) unit-norm pixel features, any strides
                      protos:torch.Tensor, # (G*K, D) prototypes from `cluster_prototypes`
-                     proto_groups:ProtoGroups, # from `make_groups`
+                     layout:ProtoGroups, # from `make_groups`
                      scale:torch.Tensor|None=None # (B, N) per-pixel factor (1/‖f‖) when `feats` is not unit-norm
                     )->torch.Tensor: # (P, N, K) cosine similarity of every pixel of the group's image to its prototypes
     "Cosine similarity of each group's pixels to the group's K prototypes, via one batched matmul."
     B, N, D = feats.shape
-    G, k = len(proto_groups.set_cls), proto_groups.k
-    table = protos.new_zeros(proto_groups.n_blocks, proto_groups.n_rows, k, D).index_put((proto_groups.set_img, proto_groups.set_row), protos.view(G, k, D))
-    tab = table.view(proto_groups.n_blocks, proto_groups.n_rows * k, D)[_blocks(proto_groups, B, feats.device)]           # (B, R*K, D)
+    G, k = len(layout.set_cls), layout.k
+    table = protos.new_zeros(layout.n_blocks, layout.n_rows, k, D).index_put((layout.set_img, layout.set_row), protos.view(G, k, D))
+    tab = table.view(layout.n_blocks, layout.n_rows * k, D)[_blocks(layout, B, feats.device)]           # (B, R*K, D)
     sims = torch.bmm(tab, feats.transpose(1, 2))                                              # (B, R*K, N)
     if scale is not None: sims = sims * scale[:, None, :].to(sims.dtype)
-    return sims[proto_groups.groups[:, 0, None], proto_groups.col].transpose(1, 2)                             # (P, N, K)
+    return sims[layout.groups[:, 0, None], layout.col].transpose(1, 2)                             # (P, N, K)
 
 # %% ../nbs/05_prototypes.ipynb #491eda17
 @torch.no_grad()
@@ -270,9 +270,9 @@ def known_inv_norm(f:torch.Tensor, # (B, D, N) channels-first features
 
 class _KnownPrototypes(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, feats, inv, protos, slot, proto_groups):
+    def forward(ctx, feats, inv, protos, slot, layout):
         ctx.save_for_backward(feats, inv, slot)
-        ctx.pg, ctx.n = proto_groups, protos.shape[0]
+        ctx.pg, ctx.n = layout, protos.shape[0]
         return protos.clone()
     @staticmethod
     def backward(ctx, g):                                # the gradient of `cluster_prototypes`, recomputed
@@ -288,11 +288,11 @@ def known_prototypes(feats:torch.Tensor, # (B, N, D) pixel features (any strides
                      inv:torch.Tensor, # (B, N) 1/‖f‖ per pixel
                      protos:torch.Tensor, # (G*K, D) the value: the k-means centres of the final assignment
                      slot:torch.Tensor, # (B, N) long cluster slot of each seed pixel, -1 elsewhere
-                     proto_groups:ProtoGroups # from `make_groups`
-                    )->torch.Tensor: # `protos`, with the gradient of `cluster_prototypes(feats, slot, ..., proto_groups, inv)`
+                     layout:ProtoGroups # from `make_groups`
+                    )->torch.Tensor: # `protos`, with the gradient of `cluster_prototypes(feats, slot, ..., layout, inv)`
     "The k-means centres are the prototypes (normalised mean of each cluster): use them, and differentiate as `cluster_prototypes`."
     if not (torch.is_grad_enabled() and (feats.requires_grad or inv.requires_grad)): return protos.to(feats.dtype)
-    return _KnownPrototypes.apply(feats, inv, protos.to(feats.dtype), slot, proto_groups)
+    return _KnownPrototypes.apply(feats, inv, protos.to(feats.dtype), slot, layout)
 
 # %% ../nbs/05_prototypes.ipynb #a5840ad8
 def _pixel_norm(f:torch.Tensor, # (B, D, N) channels-first features
@@ -342,19 +342,19 @@ def prototype_cams(feat:torch.Tensor, # (B, D, h, w) hierarchical feature
     C1, N, k = cam.shape[1] + 1, h * w, n_clusters
     pix = torch.ones(B, N, dtype=torch.bool, device=feat.device) if valid is None else valid.bool().reshape(B, N)
     seeds = seed_map(norm_cam(cam.detach(), labels), labels, None if valid is None else valid.bool())
-    proto_groups = make_groups(labels, seeds, k, scope)
-    groups, G = proto_groups.groups, len(proto_groups.set_cls)
+    layout = make_groups(labels, seeds, k, scope)
+    groups, G = layout.groups, len(layout.set_cls)
     feats = feat.flatten(2).transpose(1, 2)                                                 # (B, N, D) view, no copy
     with record_function('pot_nb.kmeans'):                                                # labels for profilers
-        slot, n_iters, kmeans_out = cluster_seeds(feats.detach(), proto_groups, kmeans_iters, kmeans_tol, seed, return_result=True, normalise=True)
+        slot, n_iters, kmeans_out = cluster_seeds(feats.detach(), layout, kmeans_iters, kmeans_tol, seed, return_result=True, normalise=True)
     if kmeans_out is None:                                       # K = 1 (or no seed): no k-means ran
         inv = 1 / _pixel_norm(feat.flatten(2)).clamp_min(1e-12)                           # (B, N): feats·inv is unit
-        protos, counts = cluster_prototypes(feats, slot, G * k, proto_groups, inv)                     # (G*K, D), (G*K,)
+        protos, counts = cluster_prototypes(feats, slot, G * k, layout, inv)                     # (G*K, D), (G*K,)
     else:                                                # norms and prototypes are by-products of the k-means
         inv = known_inv_norm(feat.flatten(2), kmeans_out.inv_norm)                               # 0 off the seeds (invalid pixels)
-        protos, counts = known_prototypes(feats, inv, kmeans_out.centers.reshape(G * k, D), slot, proto_groups), kmeans_out.counts.reshape(-1)
-    sim = group_similarity(feats, protos, proto_groups, inv)                                           # (P, N, K)
-    valid_k = (counts > 0).view(G, k)[proto_groups.set_of]                                         # (P, K)
+        protos, counts = known_prototypes(feats, inv, kmeans_out.centers.reshape(G * k, D), slot, layout), kmeans_out.counts.reshape(-1)
+    sim = group_similarity(feats, protos, layout, inv)                                           # (P, N, K)
+    valid_k = (counts > 0).view(G, k)[layout.set_of]                                         # (P, K)
     mask = pix[groups[:, 0]]                                                             # (P, N)
     has = valid_k.any(-1)                                                                # (P,)
     live = (mask & has[:, None]).to(sim.dtype)
