@@ -61,7 +61,8 @@ def _preset(cls, name:str, # 'cam', 'sipe' or 'pot'
 POTConfig.preset = _preset
 
 def _replace(self, **changes)->POTConfig:
-    "A copy with `changes`; an unknown option raises `TypeError` naming it."
+    "A copy with `changes` (the same object when there are none); an unknown option raises `TypeError` naming it."
+    if not changes: return self                     # called once per training step: no copy, no re-check
     bad = set(changes) - set(option_names())
     if bad: raise TypeError(f"POTConfig has no option {', '.join(sorted(bad))}; options: {', '.join(option_names())}")
     return dataclasses.replace(self, **changes)

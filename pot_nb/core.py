@@ -143,10 +143,16 @@ def run_command(main, # called without arguments: does the work (parses `sys.arg
             msg = f'{type(e).__name__}: {msg} (POT_NB_TRACEBACK=1 prints the traceback)'
         print(f'{prog}: error: {msg}', file=sys.stderr); raise SystemExit(1)
 
+def _bool(s:str)->bool:
+    "A flag's true/false, yes/no or 1/0; anything else is an invalid value (argparse says so)."
+    v = {'true': True, 'yes': True, '1': True, 'false': False, 'no': False, '0': False}.get(s.lower())
+    if v is None: raise ValueError(s)
+    return v
+_bool.__name__ = 'bool'
+
 def _flag_type(anno):
-    "argparse's `type` for an annotation: `bool` reads true/false, yes/no, 1/0."
-    if anno is bool: return lambda s: {'true': True, 'yes': True, '1': True, 'false': False, 'no': False, '0': False}[s.lower()]
-    return anno if anno in (int, float, str) else str
+    "argparse's `type` for an annotation."
+    return _bool if anno is bool else anno if anno in (int, float, str) else str
 
 def config_flags(parser, # an `argparse.ArgumentParser`
                  config): # a dataclass: one `--field` flag each, with its commented help

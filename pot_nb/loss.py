@@ -75,7 +75,7 @@ def pot_loss(score:torch.Tensor, # (B, C) image scores
     cfg = (cfg or POTConfig()).replace(**changes)
     l_cls = cls_loss(score, labels)
     if cfg.method == 'cam': return dict(loss=l_cls, cls=l_cls, con=l_cls.new_zeros(()), proto=None)
+    valid = grid_valid(valid, cam.shape[2:])          # once: `prototype_step` takes it as it is
     if proto is None: proto = prototype_step(cam, feat, labels, cfg, valid)
-    con = consistency_loss(norm_cam(cam, labels), proto.cams, proto.weight, labels, loss=cfg.loss,
-                           valid=grid_valid(valid, cam.shape[2:]))
+    con = consistency_loss(norm_cam(cam, labels), proto.cams, proto.weight, labels, loss=cfg.loss, valid=valid)
     return dict(loss=l_cls + cfg.lam * con, cls=l_cls, con=con, proto=proto)

@@ -31,11 +31,15 @@ from .evaluate import confusion_matrix, miou_from_confusion
 from .files import atomic_write, clean_stale_tmps, torch_load
 
 # %% auto #0
-__all__ = ['POTLoss', 'POTCallback', 'NonFiniteGuard', 'LineLog', 'cams_for_eval', 'CAMmIoU', 'unwrap_model', 'ResumeCheckpoint',
-           'save_learner', 'save_checkpoint', 'load_checkpoint', 'distributed_ctx', 'arch_norm', 'fit_pot',
-           'load_pot_model']
+__all__ = ['batch_valid', 'POTLoss', 'POTCallback', 'NonFiniteGuard', 'LineLog', 'cams_for_eval', 'CAMmIoU', 'unwrap_model',
+           'ResumeCheckpoint', 'save_learner', 'save_checkpoint', 'load_checkpoint', 'distributed_ctx', 'arch_norm',
+           'fit_pot', 'load_pot_model']
 
 # %% ../nbs/09_train.ipynb #9a121ff1
+def batch_valid(extra)->torch.Tensor|None:
+    "The crop-validity mask of a training batch's targets `(label, valid)`; None for a validation batch `(label, mask)`."
+    return extra if (extra is not None and extra.dtype == torch.bool) else None
+
 class POTLoss:
     "fastai loss function: `L_cls + lam·L_con` of a `POTConfig` (`pot_loss`), remembering the last components."
     def __init__(self, cfg:POTConfig|str|None=None, # the method's options, or a preset name ('cam', 'sipe', 'pot')
@@ -44,9 +48,9 @@ class POTLoss:
         self.cfg, self.last = cfg.replace(**changes), {}
     def __call__(self, pred, label, extra=None, proto=None):
         score, cam, feat = pred
-        valid = extra if (extra is not None and extra.dtype == torch.bool) else None
         with torch.autocast(device_type=cam.device.type, enabled=False):   # float32 under mixed precision
-            out = pot_loss(score.float(), cam.float(), feat.float(), label.float(), self.cfg, valid=valid, proto=proto)
+            out = pot_loss(score.float(), cam.float(), feat.float(), label.float(), self.cfg, valid=batch_valid(extra),
+                           proto=proto)
         self.last = {k: float(v.detach()) for k, v in out.items() if k in ('cls', 'con') and torch.is_tensor(v)}
         return out['loss']
     def __repr__(self): return f'POTLoss({self.cfg})'
@@ -63,8 +67,7 @@ class POTCallback(Callback):
     def after_pred(self):
         if self.cfg.method == 'cam' or not len(self.yb): return
         score, cam, feat = self.pred
-        extra = self.yb[1] if len(self.yb) > 1 else None
-        valid = extra if (extra is not None and extra.dtype == torch.bool) else None
+        valid = batch_valid(self.yb[1] if len(self.yb) > 1 else None)
         with torch.autocast(device_type=cam.device.type, enabled=False):
             self.learn.proto = prototype_step(cam.float(), feat.float(), self.yb[0].float(), self.cfg, valid)
     def before_fit(self): self.old_lf, self.learn.loss_func = self.learn.loss_func, self.lf
@@ -369,9 +372,10 @@ def fit_pot(source, # a VOC-layout folder (path) or fastai `DataLoaders` from `w
     if metrics == 'auto':   # the prototype-CAM metric scores the callback's prototype step of each batch
         metrics = [CAMmIoU(n_classes, 'cls')] + ([CAMmIoU(n_classes, 'proto')] if cfg.method != 'cam' else [])
     meta = dict(classes=list(getattr(dls, 'classes', [])), arch=arch, size=size, **cfg.as_dict())
-    learn = Learner(dls, model, loss_func=POTLoss(cfg), opt_func=opt_func, lr=lr,
+    pot_cb = POTCallback(cfg)                          # its loss is also the learner's outside `fit`
+    learn = Learner(dls, model, loss_func=pot_cb.loss, opt_func=opt_func, lr=lr,
                     splitter=param_groups, metrics=list(metrics or []), path=path, model_dir=model_dir, wd=wd,
-                    cbs=[POTCallback(cfg), ResumeCheckpoint(fname, meta), NonFiniteGuard(max_nonfinite)] + list(cbs or []))
+                    cbs=[pot_cb, ResumeCheckpoint(fname, meta), NonFiniteGuard(max_nonfinite)] + list(cbs or []))
     learn.pot_config = meta
     if not show_progress(): learn.remove_cb(ProgressCallback); learn.add_cb(LineLog())   # a log file: one line per epoch
     if fp16 is None: fp16 = device.type == 'cuda'

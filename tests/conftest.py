@@ -50,3 +50,8 @@ def copy(toy, tmp_path):
     import shutil
     from pathlib import Path
     return Path(shutil.copytree(toy, tmp_path/'t'))
+
+
+def notebooks(folder):
+    "The notebooks under `folder`, sub-folders (the studies) included, without Jupyter's checkpoint copies."
+    return sorted(p for p in folder.rglob('*.ipynb') if '.ipynb_checkpoints' not in p.parts)

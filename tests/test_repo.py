@@ -2,13 +2,9 @@
 import json, re, shutil, subprocess, sys
 from pathlib import Path
 import pytest
+from conftest import notebooks
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def notebooks(folder:Path)->list:
-    "The notebooks under `folder`, sub-folders (the studies) included, without Jupyter's checkpoint copies."
-    return sorted(p for p in folder.rglob('*.ipynb') if '.ipynb_checkpoints' not in p.parts)
 BIN = Path(sys.executable).parent
 
 def _git(*args):
