@@ -26,7 +26,7 @@ __all__ = ['pot_train', 'pot_cams', 'pot_eval', 'pot_pseudo', 'run_demo', 'demo_
 def _floats(s)->tuple: return tuple(float(v) for v in str(s).replace(',', ' ').split())
 
 @command(config=POTConfig)
-def pot_train(data:str, # dataset folder (VOC layout, VOC 2012, COCO 2014, or 'fmnist'/'toy')
+def pot_train(data:str, # dataset folder (VOC layout, VOC 2012, COCO 2014, or 'fmnist'/'parts'/'toy')
               out:str='runs/pot', # run folder: checkpoints go to OUT/models
               arch:str='lite0', # 'lite0', 'resnet50' or a timm model name
               epochs:int=5, bs:int=16, size:int=256,
@@ -47,7 +47,7 @@ def pot_train(data:str, # dataset folder (VOC layout, VOC 2012, COCO 2014, or 'f
     return learn
 
 # %% ../nbs/12_cli.ipynb #a10acb0a
-@command
+@command(config=POTConfig, config_default='as trained')
 def pot_cams(ckpt:str, # checkpoint written by pot_train / fit_pot
              data:str, # dataset folder
              split:str='train', out:str=None, # output folder (default: next to the data, named by model and settings)
@@ -56,11 +56,12 @@ def pot_cams(ckpt:str, # checkpoint written by pot_train / fit_pot
              shard:str=None, # 'i/n': this process's share
              n_images:int=None, device:str=None,
              max_side:int=1024, # larger images are processed shrunk to this longest side
-             overwrite:store_true=False): # replace CAM files made by another model or with other settings
+             overwrite:store_true=False, # replace CAM files made by another model or with other settings
+             **changes): # `POTConfig` options of the prototype CAM (default: those the checkpoint was trained with)
     "Write multi-scale CAMs of a split (resumable, shardable)."
     model = load_pot_model(ckpt, device=device)
     d = make_cams(model, data, split, out_dir=out, scales=_floats(scales), flip=not no_flip, kind=kind,
-                  shard=shard, n_images=n_images, max_side=max_side, overwrite=overwrite)
+                  shard=shard, n_images=n_images, max_side=max_side, overwrite=overwrite, **changes)
     print(f'CAMs in {d}')
     return d
 
@@ -111,8 +112,9 @@ def run_demo(out:str|Path='demo_out', # output folder (data, checkpoints, CAMs, 
     print(f"pot_demo: builds the Fashion-MNIST benchmark ({n_train} training / {n_val} validation images, {size} px), "
           f"trains the classifier-CAM baseline (cam) and POT (pot) for {epochs} epochs each ({arch}), then writes and "
           f"scores the CAMs of {n_eval} training images{' and their dense-CRF pseudo masks' if crf else ''}.\n"
-          f"With the default sizes: about 8 minutes on a 2-core CPU; expect CAM mIoU near 33 (cam, 1 − max) and 35 "
-          f"(cam, best threshold) against about 40 for POT's CAMs at their best threshold.", flush=True)
+          f"With the default sizes: about 8 minutes on a 2-core CPU; expect classifier-CAM mIoU near 33 (1 − max) and 35 "
+          f"(best threshold), the same network for both rows (POT's default trains no consistency loss), and more "
+          f"for POT's prototype CAMs.", flush=True)
     seed_everything(seed)
     t0 = time.time()
     root = make_fmnist_wsss(out/'fmnist_wsss', n_train=n_train, n_val=n_val, size=size, seed=seed)

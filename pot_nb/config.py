@@ -8,11 +8,12 @@ import dataclasses
 from dataclasses import dataclass, fields
 
 # %% auto #0
-__all__ = ['METHODS', 'PROTO_OPTIONS', 'either', 'POTConfig', 'option_names']
+__all__ = ['METHODS', 'PRESET_DEFAULTS', 'PROTO_OPTIONS', 'either', 'POTConfig', 'option_names']
 
 # %% ../nbs/05a_config.ipynb #990548e9
 METHODS = ('pot', 'sipe', 'cam')
-_CHOICES = dict(method=METHODS, scope=('image', 'batch'), marginals=('similarity', 'uniform'), loss=('adaptive', 'fixed'))
+_CHOICES = dict(method=METHODS, scope=('image', 'batch'), seeds=('cam', 'structure'),
+                marginals=('similarity', 'uniform'), loss=('adaptive', 'fixed'), detach=('none', 'proto', 'cls'))
 
 def either(names)->str:
     "`'a', 'b' or 'c'`: the allowed values of an option, for messages."
@@ -31,15 +32,18 @@ def _check(cfg):
 @dataclass(frozen=True)
 class POTConfig:
     "The options of POT's prototype step and consistency loss (`method` picks POT or a baseline)."
-    method:str='pot' # 'pot'; 'sipe': one prototype, no OT, fixed weights; 'cam': the classification loss alone
+    method:str='pot' # 'pot'; 'sipe': SIPE's single prototype (see below); 'cam': the classification loss alone
     n_clusters:int=2 # K, prototypes per class
     scope:str='image' # cluster the seeds of each (image, class), or of each class across the batch ('batch')
+    seeds:str='cam' # seed pixels: 'cam' (argmax of the CAM) or 'structure' (SIPE's feature-correlation IoU)
     marginals:str='similarity' # OT marginals: 'similarity' (temperature `tau`) or 'uniform'
     loss:str='adaptive' # consistency weights: 'adaptive' (the OT confidence) or 'fixed' (1)
     eps:float=0.05 # entropic regularisation of the Sinkhorn iterations
     tau:float=0.1 # temperature of the similarity-aware marginals
-    lam:float=0.5 # weight of the consistency loss
+    lam:float=0.0 # weight of the consistency loss (the paper: 0.5 to 1; see below for why 0)
+    detach:str='proto' # consistency: 'proto' (prototype CAM is a fixed target), 'none' (both learn), 'cls'
     use_ot:bool=True # False: every pixel goes to its nearest prototype (an ablation)
+    bg_contrast:bool=True # re-activate by the margin over the image's background prototypes
     kmeans_iters:int=30 # k-means iteration cap
     kmeans_tol:float=1e-4 # k-means tolerance
     sinkhorn_iters:int=100 # Sinkhorn iteration cap
@@ -48,16 +52,20 @@ class POTConfig:
 
     def __post_init__(self):
         if self.method == 'sipe':                   # the options that make SIPE SIPE
-            for k, v in dict(n_clusters=1, use_ot=False, loss='fixed').items(): object.__setattr__(self, k, v)
+            sipe = dict(n_clusters=1, use_ot=False, loss='fixed', seeds='structure', detach='none',
+                        bg_contrast=False)
+            for k, v in sipe.items(): object.__setattr__(self, k, v)
         _check(self)
 
 # %% ../nbs/05a_config.ipynb #dbc9574c
+PRESET_DEFAULTS = dict(sipe=dict(lam=1.0))   # SIPE trains with its consistency loss at weight 1
+
 @classmethod
 def _preset(cls, name:str, # 'cam', 'sipe' or 'pot'
             **changes)->POTConfig: # options that differ from the preset
     "The configuration of a named row: `cam`, `sipe` or `pot`, with `changes`."
     if name not in METHODS: raise ValueError(f"POTConfig.preset: name must be {either(METHODS)}, got {name!r}")
-    return cls().replace(method=name, **changes)
+    return cls().replace(method=name, **{**PRESET_DEFAULTS.get(name, {}), **changes})
 POTConfig.preset = _preset
 
 def _replace(self, **changes)->POTConfig:
@@ -82,9 +90,9 @@ def option_names()->tuple:
     return tuple(f.name for f in fields(POTConfig))
 
 # %% ../nbs/05a_config.ipynb #d0750780
-PROTO_OPTIONS = dict(n_clusters='n_clusters', scope='scope', marginals='marginals', eps='eps', tau='tau',
-                     use_ot='use_ot', kmeans_iters='kmeans_iters', kmeans_tol='kmeans_tol',
-                     sinkhorn_iters='sinkhorn_iters', sinkhorn_tol='sinkhorn_tol', kmeans_seed='seed')
+_PROTO_NAMES = ('n_clusters', 'scope', 'seeds', 'marginals', 'eps', 'tau', 'use_ot', 'bg_contrast',
+                'kmeans_iters', 'kmeans_tol', 'sinkhorn_iters', 'sinkhorn_tol')
+PROTO_OPTIONS = {k: k for k in _PROTO_NAMES} | dict(kmeans_seed='seed')   # option → keyword of `prototype_cams`
 
 @property
 def _proto_kw(self)->dict:

@@ -155,7 +155,8 @@ def _flag_type(anno):
     return _bool if anno is bool else anno if anno in (int, float, str) else str
 
 def config_flags(parser, # an `argparse.ArgumentParser`
-                 config): # a dataclass: one `--field` flag each, with its commented help
+                 config, # a dataclass: one `--field` flag each, with its commented help
+                 default:str|None=None): # what an unset flag means, when not the field's default (e.g. 'as trained')
     "Add a flag per field of `config`; an unset flag is `None`, which keeps the configuration's own value."
     import dataclasses, typing
     from fastcore.docments import docments
@@ -163,14 +164,15 @@ def config_flags(parser, # an `argparse.ArgumentParser`
     group = parser.add_argument_group(f'{config.__name__} options')
     for f in dataclasses.fields(config):
         group.add_argument(f'--{f.name}', type=_flag_type(types[f.name]), default=None,
-                           help=f"{docs.get(f.name) or ''} (default: {f.default})".strip())
+                           help=f"{docs.get(f.name) or ''} (default: {f.default if default is None else default})".strip())
     return parser
 
 def command(func=None, # the function; its annotated, commented arguments become flags
-            config=None): # a dataclass whose fields become flags too, passed to `func` as keywords when set
+            config=None, # a dataclass whose fields become flags too, passed to `func` as keywords when set
+            config_default:str|None=None): # the help's default of those flags, when not the fields' own
     "Make `func` a console script (flags from its annotated arguments) that exits 0 on success and 1 with one line on failure."
     import functools, inspect
-    if func is None: return functools.partial(command, config=config)
+    if func is None: return functools.partial(command, config=config, config_default=config_default)
     sig = inspect.signature(func)
     argv_style = list(sig.parameters) == ['argv']     # parses its own arguments (argparse)
     @functools.wraps(func)
@@ -182,7 +184,7 @@ def command(func=None, # the function; its annotated, commented arguments become
             shown = functools.wraps(func)(lambda *a, **k: None)           # the flags: every argument but `**kw`
             shown.__signature__ = sig.replace(parameters=[p for p in sig.parameters.values() if p.kind != p.VAR_KEYWORD])
             parser = anno_parser(shown)
-            if config is not None: config_flags(parser, config)
+            if config is not None: config_flags(parser, config, config_default)
             ns = vars(parser.parse_args())
             ns.pop('pdb', None); ns.pop('xtra', None)
             func(**{k: v for k, v in ns.items() if v is not None or k in sig.parameters})

@@ -268,9 +268,10 @@ def detect_layout(source:str|Path # a dataset folder
                     f'VOCdevkit/VOC2012/, or train2014/val2014 sub-folders (COCO)')
 
 BUILTIN = {'toy': lambda: make_toy_voc(cache_dir()/'toy'),
-           'fmnist': lambda: make_fmnist_wsss(cache_dir()/'fmnist_wsss')}
+           'fmnist': lambda: make_fmnist_wsss(cache_dir()/'fmnist_wsss'),
+           'parts': lambda: make_parts_voc(cache_dir()/'parts')}
 
-def load_dataset(source:str|Path, # dataset folder, or 'toy' / 'fmnist' for the built-in data
+def load_dataset(source:str|Path, # dataset folder, or 'toy' / 'fmnist' / 'parts' for the built-in data
                  split:str='train', # split name
                  **kw # passed to `SegDataset` (classes, label_source, on_error, validate, mask_dir, ...)
                 )->SegDataset:

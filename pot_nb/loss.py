@@ -77,5 +77,8 @@ def pot_loss(score:torch.Tensor, # (B, C) image scores
     if cfg.method == 'cam': return dict(loss=l_cls, cls=l_cls, con=l_cls.new_zeros(()), proto=None)
     valid = grid_valid(valid, cam.shape[2:])          # once: `prototype_step` takes it as it is
     if proto is None: proto = prototype_step(cam, feat, labels, cfg, valid)
-    con = consistency_loss(norm_cam(cam, labels), proto.cams, proto.weight, labels, loss=cfg.loss, valid=valid)
+    ccam, pcam = norm_cam(cam, labels), proto.cams
+    if cfg.detach == 'proto': pcam = pcam.detach()          # the prototype CAM teaches the classifier
+    elif cfg.detach == 'cls': ccam = ccam.detach()          # the classifier CAM teaches the features
+    con = consistency_loss(ccam, pcam, proto.weight, labels, loss=cfg.loss, valid=valid)
     return dict(loss=l_cls + cfg.lam * con, cls=l_cls, con=con, proto=proto)

@@ -15,9 +15,10 @@ import pot_nb.kmeans_cpu                       # the compiled k-means for CPU te
 from .ot import sinkhorn, sinkhorn_single, similarity_marginals, uniform_marginals, ot_assignment, assignment_confidence
 
 # %% auto #0
-__all__ = ['norm_cam', 'seed_map', 'loop_prototype_cams', 'ProtoGroups', 'make_groups', 'cluster_seeds', 'cluster_prototypes',
-           'group_similarity', 'cluster_assignment', 'assemble_cams', 'ProtoOutput', 'known_inv_norm',
-           'known_prototypes', 'prototype_cams', 'two_part_example']
+__all__ = ['SEED_RULES', 'norm_cam', 'seed_map', 'structure_seeds', 'pick_seeds', 'loop_prototype_cams', 'ProtoGroups',
+           'make_groups', 'cluster_seeds', 'cluster_prototypes', 'group_similarity', 'cluster_assignment',
+           'assemble_cams', 'background_similarity', 'ProtoOutput', 'known_inv_norm', 'known_prototypes',
+           'prototype_cams', 'two_part_example']
 
 # %% ../nbs/05_prototypes.ipynb #a2447e0d
 def norm_cam(cam:torch.Tensor, # (B, C, h, w) raw classifier CAM
@@ -38,6 +39,42 @@ def seed_map(ncam:torch.Tensor, # (B, C+1, h, w) normalised CAM from `norm_cam`
     s = ncam.detach().masked_fill(~lab[..., None, None], -1.).max(1).indices   # first maximum, as argmax; faster on CPUs
     return s if valid is None else s.masked_fill(~valid.bool(), -1)
 
+# %% ../nbs/05_prototypes.ipynb #cf2e439c
+def structure_seeds(ncam:torch.Tensor, # (B, C+1, h, w) normalised CAM from `norm_cam`
+                    feat:torch.Tensor, # (B, D, h, w) features whose correlation defines the structure
+                    labels:torch.Tensor, # (B, C) multi-hot image labels
+                    valid:torch.Tensor|None=None, # (B, h, w) bool, pixels that may be seeds and count in the IoU
+                    bg_scale:float=0.5 # factor on the background's IoU (SIPE: 0.5)
+                   )->torch.Tensor: # (B, h, w) long: seed channel in 0..C (0 = background), -1 outside `valid`
+    "SIPE's seeds: the class whose CAM best overlaps (IoU) each pixel's feature-correlation map."
+    B, C1, h, w = ncam.shape
+    f = F.normalize(feat.detach().float().flatten(2), dim=1)                   # (B, D, N)
+    corr = torch.relu(f.transpose(1, 2) @ f)                                  # (B, N, N), symmetric
+    lab = labels_with_bg(labels) > 0
+    cam = ncam.detach().float().flatten(2) * lab[..., None]                    # (B, C+1, N), absent classes 0
+    if valid is not None:
+        keep = valid.bool().flatten(1)[:, None].float()
+        cam, corr = cam * keep, corr * keep * keep.transpose(1, 2)
+    inter = cam @ corr                                                         # (B, C+1, N)
+    iou = inter / (corr.sum(1)[:, None] + cam.sum(-1, keepdim=True) - inter).clamp_min(1e-6)
+    iou[:, 0] *= bg_scale
+    s = iou.masked_fill(~lab[..., None], -1.).max(1).indices.view(B, h, w)
+    return s if valid is None else s.masked_fill(~valid.bool(), -1)
+
+# %% ../nbs/05_prototypes.ipynb #97c8d8c1
+SEED_RULES = ('cam', 'structure')
+
+def pick_seeds(ncam:torch.Tensor, # (B, C+1, h, w) normalised CAM
+               feat:torch.Tensor, # (B, D, h, w) features (used by 'structure')
+               labels:torch.Tensor, # (B, C) multi-hot image labels
+               valid:torch.Tensor|None=None, # (B, h, w) bool valid pixels
+               rule:str='cam' # 'cam' (`seed_map`) or 'structure' (`structure_seeds`)
+              )->torch.Tensor: # (B, h, w) long seed channel, -1 outside `valid`
+    "The seeds by the named rule."
+    if rule == 'cam': return seed_map(ncam, labels, valid)
+    if rule == 'structure': return structure_seeds(ncam, feat, labels, valid)
+    raise ValueError(f"seeds must be 'cam' or 'structure', got {rule!r}")
+
 # %% ../nbs/05_prototypes.ipynb #eaac0e2e
 @torch.no_grad()
 def loop_prototype_cams(feat:torch.Tensor, # (B, D, h, w) hierarchical features
@@ -46,6 +83,8 @@ def loop_prototype_cams(feat:torch.Tensor, # (B, D, h, w) hierarchical features
                         n_clusters:int=2, eps:float=0.05, tau:float=0.1, kmeans_iters:int=30, kmeans_tol:float=1e-4,
                         sinkhorn_iters:int=100, sinkhorn_tol:float=1e-4, seed:int=0,
                         sinkhorn_domain:str='auto', # 'auto' (as the batched step) or 'log'
+                        seeds:str='cam', # 'cam' (CAM argmax) or 'structure' (SIPE's IoU rule)
+                        bg_contrast:bool=True, # re-activate by the margin over the background prototypes
                         kmeans=kmeans_single, # the per-group k-means (a benchmark passes a timed one)
                         sinkhorn=sinkhorn_single # the per-group Sinkhorn
                        )->dict: # cams (B, C+1, h, w); km_iters, ot_iters (per group); km_cos (mean seed-to-centre cosine)
@@ -53,13 +92,14 @@ def loop_prototype_cams(feat:torch.Tensor, # (B, D, h, w) hierarchical features
     B, D, h, w = feat.shape
     g = torch.Generator().manual_seed(seed)
     present = labels_with_bg(labels)
-    seeds = seed_map(norm_cam(cam, labels), labels).flatten(1)                          # (B, N): class of each seed
+    seed_of = pick_seeds(norm_cam(cam, labels), feat, labels, None, seeds).flatten(1)  # (B, N): class of each seed
     out = feat.new_zeros(B, present.shape[1], h * w)
     km_iters, ot_iters, cos_sum, n_seeds = [], [], 0., 0
     for b in range(B):
         pixels = F.normalize(feat[b].flatten(1).T, dim=-1)                              # (N, D) unit features
+        bg_best = 0.                                                                    # channel 0 comes first
         for c in present[b].nonzero()[:, 0].tolist():
-            x = pixels[seeds[b] == c]                                                   # 1. this class's seeds
+            x = pixels[seed_of[b] == c]                                                 # 1. this class's seeds
             if len(x) == 0: continue                                                    # no seed: zero CAM
             assign, counts, it = kmeans(x, n_clusters, kmeans_iters, kmeans_tol, g)     # 2. cluster them
             km_iters.append(it)
@@ -72,7 +112,9 @@ def loop_prototype_cams(feat:torch.Tensor, # (B, D, h, w) hierarchical features
             T, it = sinkhorn(1 - sim, a, bm, eps, sinkhorn_iters, sinkhorn_tol, domain=sinkhorn_domain)  # 5. OT
             ot_iters.append(it)
             q = T / a[:, None]                                                          # each pixel's assignment
-            out[b, c] = (q * torch.relu(sim)).sum(-1)                                   # 6. re-activation
+            if c == 0: bg_best = sim.amax(-1).clamp_min(0)                              # best background similarity
+            margin = sim - bg_best[:, None] if (bg_contrast and c > 0) else sim
+            out[b, c] = (q * torch.relu(margin)).sum(-1)                                # 6. re-activation
     return dict(cams=max_norm(out.view(B, -1, h, w)), km_iters=km_iters, ot_iters=ot_iters,
                 km_cos=cos_sum / max(n_seeds, 1))
 
@@ -232,6 +274,16 @@ def assemble_cams(m:torch.Tensor, # (P, N) per-group activation
     out = m.new_zeros(B, C1, h * w).index_put((groups[:, 0], groups[:, 1]), m).view(B, C1, h, w)
     return max_norm(out) if normalise else out
 
+# %% ../nbs/05_prototypes.ipynb #3836ee34
+def background_similarity(sim:torch.Tensor, # (P, N, K) cosine similarities of every group's pixels to its prototypes
+                          valid_k:torch.Tensor, # (P, K) bool, clusters that have a prototype
+                          groups:torch.Tensor # (P, 2) long (image, channel); every image has its background group
+                         )->torch.Tensor: # (P, N): 0 for background groups
+    "Each pixel's best similarity to its image's background prototypes (≥ 0, constant), for every group."
+    bg = groups[:, 1] == 0
+    s = sim[bg].detach().masked_fill(~valid_k[bg][:, None, :], -math.inf).amax(-1).clamp_min(0)   # (B, N), image order
+    return s[groups[:, 0]].masked_fill(bg[:, None], 0.)
+
 # %% ../nbs/05_prototypes.ipynb #bfd60612
 class ProtoOutput(NamedTuple):
     "Everything `prototype_cams` computes (P groups, G prototype sets, K clusters; see the shape table above)."
@@ -328,7 +380,9 @@ def prototype_cams(feat:torch.Tensor, # (B, D, h, w) hierarchical feature
                    sinkhorn_iters:int=100, # Sinkhorn iteration cap
                    sinkhorn_tol:float=1e-4, # Sinkhorn marginal-error tolerance
                    seed:int=0, # k-means++ seed
-                   valid:torch.Tensor|None=None # (B, h, w) bool, pixels that count (e.g. not crop padding)
+                   valid:torch.Tensor|None=None, # (B, h, w) bool, pixels that count (e.g. not crop padding)
+                   seeds:str='cam', # 'cam': CAM argmax (`seed_map`); 'structure': SIPE's IoU rule (`structure_seeds`)
+                   bg_contrast:bool=True # re-activate by the margin over the image's background prototypes
                   )->ProtoOutput:
     "Prototype CAMs of a batch: seeds → batched k-means prototypes → similarity-aware OT → re-activation."
     if feat.ndim != 4 or cam.ndim != 4:
@@ -341,8 +395,8 @@ def prototype_cams(feat:torch.Tensor, # (B, D, h, w) hierarchical feature
     if n_clusters < 1: raise ValueError(f'prototype_cams: n_clusters must be >= 1, got {n_clusters}')
     C1, N, k = cam.shape[1] + 1, h * w, n_clusters
     pix = torch.ones(B, N, dtype=torch.bool, device=feat.device) if valid is None else valid.bool().reshape(B, N)
-    seeds = seed_map(norm_cam(cam.detach(), labels), labels, None if valid is None else valid.bool())
-    layout = make_groups(labels, seeds, k, scope)
+    smap = pick_seeds(norm_cam(cam.detach(), labels), feat, labels, None if valid is None else valid.bool(), seeds)
+    layout = make_groups(labels, smap, k, scope)
     groups, G = layout.groups, len(layout.set_cls)
     feats = feat.flatten(2).transpose(1, 2)                                                 # (B, N, D) view, no copy
     with record_function('pot_nb.kmeans'):                                                # labels for profilers
@@ -366,14 +420,15 @@ def prototype_cams(feat:torch.Tensor, # (B, D, h, w) hierarchical feature
     else:
         best = _argmax_last(sim.detach().masked_fill(~valid_k[:, None, :], -float('inf')))
         q = F.one_hot(best, k).to(sim.dtype) * live[..., None]
-    m = (q * torch.relu(sim)).sum(-1)                                                    # (P, N)
+    act = torch.relu(sim - background_similarity(sim, valid_k, groups)[..., None]) if bg_contrast else torch.relu(sim)
+    m = (q * act).sum(-1)                                                                # (P, N)
     shape = (B, C1, h, w)
     wgt = assignment_confidence(q, valid_k) if (k > 1 and use_ot) else torch.ones_like(m)
     weight = assemble_cams((wgt * live).detach(), groups, shape, normalise=False)
     am = torch.where(live > 0, _argmax_last(q), -1)
     assign = torch.full((B, C1, N), -1, dtype=torch.long, device=feat.device)
     assign[groups[:, 0], groups[:, 1]] = am
-    return ProtoOutput(assemble_cams(m, groups, shape), weight, seeds, assign.view(shape), slot.view(B, h, w), q, groups,
+    return ProtoOutput(assemble_cams(m, groups, shape), weight, smap, assign.view(shape), slot.view(B, h, w), q, groups,
                        protos.view(G, k, D), counts.view(G, k), n_iters, ot_iters, int((~has).sum()),
                        None if kmeans_out is None else kmeans_out.group_iters, None if info is None else info['group_iters'])
 

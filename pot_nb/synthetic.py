@@ -16,8 +16,9 @@ from .core import IGNORE_INDEX
 from .formats import *
 
 # %% auto #0
-__all__ = ['TOY_CLASSES', 'FMNIST_CLASSES', 'FMNIST_FILES', 'DEBIAN_FMNIST_DIR', 'cache_dir', 'write_voc', 'ignore_band',
-           'make_toy_voc', 'find_fmnist', 'read_idx', 'load_fmnist', 'make_fmnist_wsss']
+__all__ = ['TOY_CLASSES', 'FMNIST_CLASSES', 'FMNIST_FILES', 'DEBIAN_FMNIST_DIR', 'PARTS_CLASSES', 'cache_dir', 'write_voc',
+           'ignore_band', 'make_toy_voc', 'find_fmnist', 'read_idx', 'load_fmnist', 'make_fmnist_wsss',
+           'make_parts_voc']
 
 # %% ../nbs/01a_synthetic.ipynb #209880df
 def cache_dir()->Path:
@@ -408,4 +409,87 @@ def make_fmnist_wsss(path:str|Path, # folder to write (reused when it already ho
             w = csv.writer(f)
             w.writerow(['name', 'split', 'layer', 'source_split', 'source_index', 'class', 'class_name', 'x', 'y', 'size', 'visible_px'])
             w.writerows(rows)
+    return _build_atomically(path, meta, build)
+
+# %% ../nbs/01a_synthetic.ipynb #6a019baf
+PARTS_CLASSES = ('ring', 'disc', 'triangle', 'cross', 'frame', 'diamond')
+_HEAD_COLORS = np.array([[220, 60, 40], [240, 200, 30], [40, 90, 220], [30, 170, 80], [200, 60, 200], [30, 200, 210]],
+                        np.float32)
+
+def _head_masks(dx, dy, r):
+    "(6, H, W) bool: each class's head shape around its centre (offsets `dx`, `dy`, radius `r`)."
+    d = np.sqrt(dx ** 2 + dy ** 2)
+    ax, ay = np.abs(dx), np.abs(dy)
+    return np.stack([(d <= r) & (d >= .5 * r),                                        # ring
+                     d <= .9 * r,                                                     # disc
+                     (dy >= -r) & (dy <= .75 * r) & (ax <= .65 * (dy + r)),           # triangle
+                     ((ax <= .32 * r) | (ay <= .32 * r)) & (ax <= r) & (ay <= r),     # cross
+                     (ax <= .85 * r) & (ay <= .85 * r) & ((ax >= .45 * r) | (ay >= .45 * r)),   # frame
+                     ax + ay <= 1.1 * r])                                             # diamond
+
+def _texture(kind, xx, yy, rng):
+    "A (H, W) texture in [-1, 1]: 0 plain, 1 stripes, 2 checks, 3 dots."
+    f, a = rng.uniform(.25, .45), rng.uniform(0, np.pi)
+    u, v = xx * np.cos(a) + yy * np.sin(a), -xx * np.sin(a) + yy * np.cos(a)
+    if kind == 0: return np.zeros_like(xx)
+    if kind == 1: return np.sign(np.sin(f * u))
+    if kind == 2: return np.sign(np.sin(f * u) * np.sin(f * v))
+    return np.where((np.sin(f * u) > .6) & (np.sin(f * v) > .6), 1., -.3)
+
+def _parts_image(size, rng, max_objects=2):
+    "One image: clutter background, 1..max_objects two-part objects; returns image, class mask, part mask."
+    img = _background(1, size, rng)[0].permute(1, 2, 0).numpy()
+    yy, xx = np.mgrid[:size, :size].astype(np.float32) + .5
+    cls_mask, part = np.zeros((size, size), np.uint8), np.zeros((size, size), np.uint8)
+    n = rng.integers(1, max_objects + 1)
+    for _ in range(n):
+        c, r = rng.integers(len(PARTS_CLASSES)), rng.uniform(.08, .12) * size
+        L, wd, th = rng.uniform(2.4, 3.2) * r, rng.uniform(.7, 1.0) * r, rng.uniform(0, 2 * np.pi)
+        ex, ey = np.cos(th), np.sin(th)
+        lo, hi = r + 2, size - r - 2
+        cx, cy = rng.uniform(lo, hi), rng.uniform(lo, hi)
+        # the body: a bar from the head's centre outwards, clipped to the canvas
+        dx, dy = xx - cx, yy - cy
+        along, across = dx * ex + dy * ey, -dx * ey + dy * ex
+        body = (along >= .9 * r) & (along <= r + L) & (np.abs(across) <= wd / 2)
+        head = _head_masks(dx, dy, r)[c]
+        # the body looks the same for every class: a colour and a texture drawn from one shared pool
+        bcol = rng.uniform(40, 220, 3).astype(np.float32)
+        btex = _texture(rng.integers(4), xx, yy, rng)[..., None] * rng.uniform(25, 45)
+        img = np.where(body[..., None], bcol + btex, img)
+        hcol = _HEAD_COLORS[c] + rng.normal(0, 12, 3)
+        htex = _texture(rng.integers(1, 4), xx, yy, rng)[..., None] * 30
+        img = np.where(head[..., None], hcol + htex, img)
+        obj = head | body
+        cls_mask = np.where(obj, c + 1, cls_mask).astype(np.uint8)
+        part = np.where(head, 1, np.where(body, 2, part)).astype(np.uint8)
+    img = img + rng.normal(0, 6, img.shape)
+    return np.clip(img, 0, 255).round().astype(np.uint8), cls_mask, part
+
+def make_parts_voc(path:str|Path, # folder to write (reused when it already holds this dataset)
+                   n_train:int=480, # training images
+                   n_val:int=96, # validation images
+                   size:int=192, # image side in pixels
+                   seed:int=0, # random seed: equal seeds give byte-identical datasets
+                   max_objects:int=2, # objects per image: 1..max_objects
+                   band:int=1, # radius of the 255 ignore band along outlines (0: none)
+                   img_format:str='png' # 'png' or 'jpg'
+                  )->Path: # the dataset folder
+    "Write the two-part objects benchmark (6 classes) in VOC layout, with part maps in `SegmentationPart/`."
+    for k, v in dict(n_train=n_train, n_val=n_val, size=size, max_objects=max_objects).items():
+        if v < 1: raise ValueError(f'{k} must be >= 1, got {v}')
+    meta = dict(generator='make_parts_voc', version=1, n_train=n_train, n_val=n_val, size=size, seed=seed,
+                max_objects=max_objects, band=band, img_format=img_format, classes=PARTS_CLASSES)
+    @_torch_threads(1)
+    def build(tmp):
+        splits, parts = {}, {}
+        for sid, (split, n) in enumerate([('train', n_train), ('val', n_val)]):
+            rng = np.random.default_rng([seed, sid])
+            out = [_parts_image(size, rng, max_objects) for _ in range(n)]
+            names = [f'parts_{split}_{i:05d}' for i in range(n)]
+            splits[split] = (names, np.stack([o[0] for o in out]), np.stack([ignore_band(o[1], band) for o in out]))
+            parts.update({k: o[2] for k, o in zip(names, out)})
+        write_voc(tmp, splits, PARTS_CLASSES, img_format=img_format)
+        (tmp/'SegmentationPart').mkdir()
+        for k, p in parts.items(): Image.fromarray(p).save(tmp/'SegmentationPart'/f'{k}.png')
     return _build_atomically(path, meta, build)

@@ -367,6 +367,8 @@ def fit_pot(source, # a VOC-layout folder (path) or fastai `DataLoaders` from `w
                          seed=seed, device=device, train_split=train_split, valid_split=valid_split)
     n_classes = dls.n_classes
     model = POTNet(n_classes, arch=arch, pretrained=pretrained, **kw)
+    if model.detach_sides and (cfg.method == 'cam' or cfg.lam == 0 or cfg.detach == 'proto'):
+        model.sides.requires_grad_(False)   # no loss reaches them: fixed projections (and DDP needs no unused-parameter scan)
     if lr is None: lr = 0.01 if opt == 'sgd' else 1e-3
     opt_func = (lambda params, lr: SGD(params, lr, mom=0.9, wd=wd)) if opt == 'sgd' else Adam
     if metrics == 'auto':   # the prototype-CAM metric scores the callback's prototype step of each batch

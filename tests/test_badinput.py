@@ -114,7 +114,7 @@ def test_class_with_no_seed_pixel():
     cam = torch.randn(2, 3, 6, 6); cam[:, 0] = -100                  # class 0 labelled, but never the seed argmax
     cam.requires_grad_()
     lab = torch.tensor([[1., 0, 1], [1., 0, 0]])
-    out = pot_loss(score, cam, feat, lab, n_clusters=3)
+    out = pot_loss(score, cam, feat, lab, n_clusters=3, lam=0.5, detach='none')   # gradients into the features too
     out['loss'].backward()
     assert torch.isfinite(out['loss']) and _grads_finite(score, cam, feat)
     assert torch.isfinite(out['proto'].cams).all()
@@ -125,7 +125,7 @@ def test_object_smaller_than_n_clusters():
     cam = torch.full((2, 3, 6, 6), -100.); cam[:, 1, 2, 2] = 100; cam[:, 1, 3, 3] = 100   # a 2-pixel object, K = 5
     cam.requires_grad_()
     lab = torch.tensor([[0., 1, 0], [0., 1, 0]])
-    out = pot_loss(torch.randn(2, 3, requires_grad=True), cam, feat, lab, n_clusters=5)
+    out = pot_loss(torch.randn(2, 3, requires_grad=True), cam, feat, lab, n_clusters=5, lam=0.5, detach='none')
     out['loss'].backward()
     assert torch.isfinite(out['loss']) and _grads_finite(cam, feat)
     po = prototype_cams(feat.detach(), cam.detach(), lab, n_clusters=5)

@@ -69,7 +69,7 @@ def test_pot_loss_methods(method):
     feat, cam, labels = batch(seed=2)
     feat, cam = feat.requires_grad_(), cam.requires_grad_()
     score = cam.mean((2, 3))
-    out = pot_loss(score, cam, feat, labels, method=method, lam=0.7, n_clusters=2)
+    out = pot_loss(score, cam, feat, labels, method=method, lam=0.7, n_clusters=2, detach='none')   # both maps learn
     assert set(out) == {'loss', 'cls', 'con', 'proto'}
     assert torch.allclose(out['loss'], out['cls'] + 0.7 * out['con'])
     assert torch.allclose(out['cls'], cls_loss(score, labels))
@@ -86,8 +86,9 @@ def test_pot_loss_methods(method):
 def test_sipe_equals_k1_fixed_pot():
     feat, cam, labels = batch(seed=3)
     score = cam.mean((2, 3))
-    sipe = pot_loss(score, cam, feat, labels, method='sipe')
-    pot1 = pot_loss(score, cam, feat, labels, method='pot', n_clusters=1, loss='fixed')
+    sipe = pot_loss(score, cam, feat, labels, method='sipe', lam=1.0)
+    pot1 = pot_loss(score, cam, feat, labels, method='pot', n_clusters=1, loss='fixed', use_ot=False, seeds='structure',
+                    detach='none', bg_contrast=False, lam=1.0)
     assert torch.allclose(sipe['loss'], pot1['loss'])
     # the consistency term is the plain mean |Ã − M| over present classes and pixels
     lab = labels_with_bg(labels)[..., None, None].expand(-1, -1, 6, 6)
@@ -132,7 +133,7 @@ def test_training_steps_reduce_the_loss():
     opt = torch.optim.Adam([feat, cam], lr=0.05)
     losses = []
     for _ in range(15):
-        out = pot_loss(cam.mean((2, 3)), cam, feat, labels, n_clusters=2)
+        out = pot_loss(cam.mean((2, 3)), cam, feat, labels, n_clusters=2, detach='none', lam=0.5)
         opt.zero_grad(); out['loss'].backward(); opt.step()
         losses.append(out['loss'].item())
     assert losses[-1] < 0.8 * losses[0]

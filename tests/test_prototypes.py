@@ -8,7 +8,14 @@ from hypothesis import given, settings, strategies as st
 
 from pot_nb.core import labels_with_bg, max_norm
 from pot_nb.prototypes import (ProtoOutput, assemble_cams, cluster_prototypes, cluster_seeds, group_similarity,
-                               make_groups, norm_cam, prototype_cams, seed_map, two_part_example)
+                               make_groups, norm_cam, seed_map, two_part_example)
+import pot_nb.prototypes as _prototypes
+
+
+def prototype_cams(*args, **kw):
+    "These tests check the plain re-activation against references: the background margin is off unless asked for."
+    return _prototypes.prototype_cams(*args, **{'bg_contrast': False, **kw})
+
 
 
 def rand_batch(B=3, C=4, D=8, h=6, w=6, seed=0, dtype=torch.float32):

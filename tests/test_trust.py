@@ -189,6 +189,12 @@ def test_another_model_never_gets_the_first_models_cams(toy, tmp_path):
                    'pot_cams', 'no record of the settings', '--overwrite')
     r = run('pot_cams', tmp_path/'b'/'models'/'pot.ckpt', toy, '--scales', '1.0', '--out', tmp_path/'plain', '--overwrite')
     assert r.returncode == 0, r.stderr[-2000:]
+    # the prototype options are flags too (default: as trained); another value is another setting, not a done file
+    ck = tmp_path/'b'/'models'/'pot.ckpt'
+    h = run('pot_cams', '--help').stdout
+    assert '--bg_contrast' in h and '--n_clusters' in h and '(default: as trained)' in h
+    one_error_line(run('pot_cams', ck, toy, '--scales', '1.0', '--out', tmp_path/'plain', '--bg_contrast', 'false'),
+                   'pot_cams', 'bg_contrast', '--overwrite')
 
 
 def test_pseudo_labels_follow_their_cams_and_options(toy, tmp_path):

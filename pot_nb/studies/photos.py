@@ -140,7 +140,7 @@ def photo_prototype_cams(img:np.ndarray, # (H, W, 3) uint8 RGB photo
     cam = cam_all[:, c:c + 1]                                                          # (1, 1, h, w) raw
     feat = stage_feature(model, x, tuple(cam.shape[-2:]), stages, center)
     labels = torch.ones(1, 1, device=dev)
-    po = prototype_cams(feat, cam, labels, n_clusters=n_clusters, **proto_kw)
+    po = prototype_cams(feat, cam, labels, n_clusters=n_clusters, **({'bg_contrast': False} | proto_kw))   # as studied
     up = lambda m: F.interpolate(m[None, None].float(), size=(H, W), mode='bilinear', align_corners=False)[0, 0].cpu().numpy()
     cls_grid = norm_cam(cam, labels)[0, 1]
     return dict(class_idx=c, name=imagenet_name(c) if cam_all.shape[1] == 1000 else str(c), prob=float(prob[c]),

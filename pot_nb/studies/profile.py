@@ -21,9 +21,9 @@ from ..evaluate import evaluate_cams
 from .bench import peak_memory_mb
 
 # %% auto #0
-__all__ = ['POT_PARTS', 'STEP_PARTS', 'POT_SHARE', 'StepClock', 'timed_functions', 'bench_model', 'bench_batch', 'train_step',
-           'profile_step', 'machine_info', 'profile_training', 'step_table', 'cam_throughput', 'throughput_table',
-           'pot_bench']
+__all__ = ['POT_PARTS', 'STEP_PARTS', 'POT_SHARE', 'PAPER_LOSS', 'StepClock', 'timed_functions', 'bench_model', 'bench_batch',
+           'train_step', 'profile_step', 'machine_info', 'profile_training', 'step_table', 'cam_throughput',
+           'throughput_table', 'pot_bench']
 
 # %% ../../nbs/studies/16_profile.ipynb #c9644549
 def _sync(device:torch.device):
@@ -177,6 +177,8 @@ def machine_info(device:str|torch.device='cpu')->dict:
     return info
 
 # %% ../../nbs/studies/16_profile.ipynb #f876fcc6
+PAPER_LOSS = dict(pot=dict(lam=0.5, detach='none'))   # profile the paper's training step, consistency loss on
+
 def _median_parts(runs:list)->dict:
     return {k: statistics.median(r[k] for r in runs) for k in STEP_PARTS + ('total',)}
 
@@ -203,7 +205,7 @@ def profile_training(arch:list=('resnet50', 'lite0'), # architectures
         for s in size:
             for b in batch:
                 x, y = bench_batch(b, s, model.norm, dev, seed=seed)
-                lf = POTLoss(method, n_clusters=n_clusters)
+                lf = POTLoss(method, n_clusters=n_clusters, **PAPER_LOSS.get(method, {}))
                 step = lambda lf=lf: train_step(model, x, y, lf, opt, amp, scaler)
                 step()                                                                     # warm-up
                 runs = [profile_step(model, x, y, lf, opt, amp, scaler) for _ in range(repeats)]
