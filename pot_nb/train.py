@@ -25,7 +25,7 @@ from .core import seed_everything, get_device, max_norm, mask_by_labels, add_bac
 from .data import wsss_dls
 from .model import POTNet, param_groups
 from .config import POTConfig, option_names
-from .loss import pot_loss, prototype_step
+from .loss import cls_loss, pot_loss, prototype_step
 from .prototypes import prototype_cams
 from .evaluate import confusion_matrix, miou_from_confusion
 from .files import atomic_write, clean_stale_tmps, torch_load
@@ -48,6 +48,10 @@ class POTLoss:
         self.cfg, self.last = cfg.replace(**changes), {}
     def __call__(self, pred, label, extra=None, proto=None):
         score, cam, feat = pred
+        if proto is None and self.cfg.lam == 0 and self.cfg.method != 'cam':   # nothing for the prototype step to train
+            l_cls = cls_loss(score.float(), label.float())
+            self.last = dict(cls=float(l_cls.detach()), con=0.)
+            return l_cls
         with torch.autocast(device_type=cam.device.type, enabled=False):   # float32 under mixed precision
             out = pot_loss(score.float(), cam.float(), feat.float(), label.float(), self.cfg, valid=batch_valid(extra),
                            proto=proto)
@@ -68,6 +72,7 @@ class POTCallback(Callback):
         if self.cfg.method == 'cam' or not len(self.yb): return
         score, cam, feat = self.pred
         valid = batch_valid(self.yb[1] if len(self.yb) > 1 else None)
+        if valid is not None and self.cfg.lam == 0: return   # a training batch, and no loss to feed: skip the step
         with torch.autocast(device_type=cam.device.type, enabled=False):
             self.learn.proto = prototype_step(cam.float(), feat.float(), self.yb[0].float(), self.cfg, valid)
     def before_fit(self): self.old_lf, self.learn.loss_func = self.learn.loss_func, self.lf
