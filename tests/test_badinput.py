@@ -155,8 +155,9 @@ class _Poison(Callback):
             self.learn.pred = (s, c, f)
 
 def test_nan_and_inf_features_are_skipped_and_counted(toy, tmp_path):
+    "lam=0.5: the features reach the loss (with lam=0 a training step never reads them)."
     with pytest.warns(RuntimeWarning, match='2 training steps had a non-finite loss or gradient'):
-        learn = fit_pot(toy, epochs=2, bs=4, size=40, n_clusters=2, metrics=(), path=tmp_path, n_valid=4,
+        learn = fit_pot(toy, epochs=2, bs=4, size=40, n_clusters=2, lam=0.5, metrics=(), path=tmp_path, n_valid=4,
                         device='cpu', cbs=[_Poison({1: float('nan'), 2: float('inf')})])
     assert learn.n_skipped == 2 and [s[:2] for s in learn.skipped_steps] == [(0, 1), (1, 0)]
     assert all(torch.isfinite(p).all() for p in learn.model.parameters())
@@ -164,7 +165,7 @@ def test_nan_and_inf_features_are_skipped_and_counted(toy, tmp_path):
 
 def test_persistent_nan_stops_with_a_message(toy, tmp_path):
     with pytest.raises(RuntimeError, match='3 consecutive steps had a non-finite loss'):
-        fit_pot(toy, epochs=2, bs=4, size=40, n_clusters=2, metrics=(), path=tmp_path, n_valid=4, device='cpu',
+        fit_pot(toy, epochs=2, bs=4, size=40, n_clusters=2, lam=0.5, metrics=(), path=tmp_path, n_valid=4, device='cpu',
                 max_nonfinite=3, cbs=[_Poison({i: float('nan') for i in range(1, 10)})])
     state = torch.load(tmp_path/'models'/'pot.ckpt', weights_only=False)      # epoch 1 finished before the NaNs
     assert state['epoch'] == 1 and all(torch.isfinite(v).all() for v in state['model'].values() if v.is_floating_point())
