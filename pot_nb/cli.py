@@ -17,10 +17,12 @@ from .train import fit_pot, load_pot_model
 from .cams import make_cams
 from .evaluate import evaluate_cams, evaluate_masks, format_results, load_cam, cams_to_mask
 from .crf import make_pseudo_labels
+from .irn import fit_irn, load_irn_model, make_irn_labels, irn_figure
 from .viz import cam_overlay, show_grid
 
 # %% auto #0
-__all__ = ['pot_train', 'pot_cams', 'pot_eval', 'pot_pseudo', 'run_demo', 'demo_figure', 'pot_demo']
+__all__ = ['pot_train', 'pot_cams', 'pot_eval', 'pot_pseudo', 'pot_irn_train', 'pot_irn_labels', 'run_demo', 'demo_figure',
+           'pot_demo']
 
 # %% ../nbs/12_cli.ipynb #0e1f6fae
 def _floats(s)->tuple: return tuple(float(v) for v in str(s).replace(',', ' ').split())
@@ -91,12 +93,46 @@ def pot_pseudo(cam_dir:str, data:str, split:str='train', out:str=None,
     print(f'pseudo labels in {d}')
     return d
 
+@command
+def pot_irn_train(cam_dir:str, # CAM folder of the training images (pot_cams)
+                  data:str, # dataset folder
+                  split:str='train', out:str='runs/irn', # run folder: checkpoints go to OUT/models
+                  ir_dir:str=None, # confident labels (default: CAM_DIR_ir beside the CAMs)
+                  conf_fg:float=0.30, conf_bg:float=0.05, # IRN's thresholds
+                  arch:str='lite0', epochs:int=3, bs:int=16, size:int=256, lr:float=0.1,
+                  n_images:int=None, n_jobs:int=1, seed:int=0, device:str=None,
+                  resume:store_true=False, # continue from OUT/models/irn.ckpt
+                  overwrite:store_true=False): # rewrite confident labels made from other CAMs or thresholds
+    "Confident labels from CAMs, then IRN's boundary network trained on them (checkpoint: OUT/models/irn.ckpt)."
+    learn = fit_irn(cam_dir, data, split, ir_dir=ir_dir, conf_fg=conf_fg, conf_bg=conf_bg, arch=arch, epochs=epochs,
+                    bs=bs, size=size, lr=lr, n_images=n_images, n_jobs=n_jobs, seed=seed, device=device, path=out,
+                    resume=resume, overwrite=overwrite)
+    print(f"boundary network in {Path(out)/'models'/'irn.ckpt'}")
+    return learn
+
+@command
+def pot_irn_labels(ckpt:str, # checkpoint written by pot_irn_train / fit_irn
+                   cam_dir:str, data:str, split:str='train',
+                   out:str=None, # output folder (default: CAM_DIR_irn beside the CAMs)
+                   beta:float=10, exp_times:int=8, # IRN's walk: affinity power, 2**exp_times steps
+                   bg_thres:float=0.25, # IRN's background score
+                   shard:str=None, # 'i/n': this process's share
+                   n_images:int=None, device:str=None,
+                   overwrite:store_true=False): # replace PNGs made with other settings
+    "Pseudo-mask PNGs from CAMs by IRN's random walk over the boundary network's affinities (resumable, shardable)."
+    d = make_irn_labels(load_irn_model(ckpt, device), cam_dir, data, split, out_dir=out, beta=beta, exp_times=exp_times,
+                        bg_thres=bg_thres, shard=shard, n_images=n_images, overwrite=overwrite)
+    print(f'IRN pseudo labels in {d}')
+    return d
+
 # %% ../nbs/12_cli.ipynb #92b8a5b8
 def _demo_rows(res:dict)->str:
     head = '| method | CAM | train time (s) | CAM mIoU, 1 − max bg | best bg threshold | mIoU at best threshold |\n|---|---|---:|---:|---:|---:|'
     lines = [head] + [f"| {r['method']} | {r['map']} | {r['train_s']:.0f} | {100*r['miou']:.1f} | {r['best_threshold']:.2f} | {100*r['best_miou']:.1f} |"
                       for r in res['rows']]
-    if 'crf_miou' in res: lines.append(f"\npot prototype CAM + dense CRF pseudo labels: mIoU {100*res['crf_miou']:.1f}")
+    if 'crf_miou' in res: lines.append(f"\npot prototype CAM + dense CRF pseudo masks: mIoU {100*res['crf_miou']:.1f}")
+    if 'irn_miou' in res:
+        lines.append(f"pot prototype CAM + IRN pseudo masks (boundary network, random walk): mIoU {100*res['irn_miou']:.1f}")
     return '\n'.join(lines)
 
 def run_demo(out:str|Path='demo_out', # output folder (data, checkpoints, CAMs, figures, results.json)
@@ -106,15 +142,19 @@ def run_demo(out:str|Path='demo_out', # output folder (data, checkpoints, CAMs, 
              scales=(1.0, 0.5, 1.5), # CAM scales (with flips)
              cfg:POTConfig|None=None, # the pot row's options (the cam row: the same with method 'cam')
              lr:float|None=None, arch:str='lite0',
-             crf:bool=True, seed:int=0, device=None)->dict:
-    "Run the main job: data, `cam` and `pot` training, CAMs, evaluation, CRF pseudo labels, table and figures."
+             crf:bool=True, # dense-CRF pseudo masks of the pot CAMs
+             irn:bool=True, # IRN pseudo masks of the pot CAMs (confident labels, boundary network, random walk)
+             seed:int=0, device=None)->dict:
+    "Run the main job: data, `cam` and `pot` training, CAMs, evaluation, CRF and IRN pseudo masks, table and figures."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    made = [w for w, on in (('dense-CRF', crf), ('IRN', irn)) if on]
+    pseudo = f" and POT's {' and '.join(made)} pseudo masks" if made else ''
     print(f"pot_demo: builds the Fashion-MNIST benchmark ({n_train} training / {n_val} validation images, {size} px), "
           f"trains the classifier-CAM baseline (cam) and POT (pot) for {epochs} epochs each ({arch}), then writes and "
-          f"scores the CAMs of {n_eval} training images{' and their dense-CRF pseudo masks' if crf else ''}.\n"
-          f"With the default sizes: about 8 minutes on a 2-core CPU; expect classifier-CAM mIoU near 33 (1 − max) and 35 "
+          f"scores the CAMs of {n_eval} training images{pseudo}.\n"
+          f"With the default sizes: about 10 minutes on a 2-core CPU; expect classifier-CAM mIoU near 33 (1 − max) and 35 "
           f"(best threshold), the same network for both rows (POT's default trains no consistency loss), about 46 for "
-          f"POT's prototype CAMs and about 60 for their dense-CRF pseudo masks.", flush=True)
+          f"POT's prototype CAMs, about 60 for their dense-CRF pseudo masks and about 56 for IRN's.", flush=True)
     seed_everything(seed)
     t0 = time.time()
     root = make_fmnist_wsss(out/'fmnist_wsss', n_train=n_train, n_val=n_val, size=size, seed=seed)
@@ -139,11 +179,23 @@ def run_demo(out:str|Path='demo_out', # output folder (data, checkpoints, CAMs, 
         pl = make_pseudo_labels(dirs[('pot', 'proto')], root, 'train', out_dir=out/'pot'/'pseudo_crf', n_images=n_eval,
                                 overwrite=True)
         res['crf_miou'] = evaluate_masks(pl, root, 'train', n_images=n_eval)['miou']
+    if irn:   # IRN trains on the images whose CAMs were made; its walk takes 2**4 steps on these 40×40-cell grids
+        t = time.time()
+        cams = dirs[('pot', 'proto')]
+        learn = fit_irn(cams, root, 'train', ir_dir=out/'pot'/'ir_labels', n_images=n_eval, epochs=3, bs=bs, size=size,
+                        path=out/'irn', seed=seed, device=device, overwrite=True)
+        pl = make_irn_labels(learn, cams, root, 'train', out_dir=out/'pot'/'pseudo_irn', n_images=n_eval, exp_times=4,
+                             bg_thres=0.5, overwrite=True)     # 0.5: the 1 − max rule of the CAM rows
+        res['irn_miou'], res['irn_s'] = evaluate_masks(pl, root, 'train', n_images=n_eval)['miou'], time.time() - t
+        print(f"pot + IRN pseudo masks: mIoU {100*res['irn_miou']:.1f} ({res['irn_s']:.0f}s)")
+        fig = irn_figure(learn.model, cams, root, 'train', n=min(4, n_eval), exp_times=4, bg_thres=0.5)
+        fig.savefig(out/'irn.png', dpi=100); plt.close(fig)
     res['total_s'] = time.time() - t0
     plt.close(demo_figure(root, dirs, out/'overlays.png', pseudo_dir=out/'pot'/'pseudo_crf' if crf else None,
                           n=min(5, n_eval)))
     write_json(out/'results.json', res)
-    print(_demo_rows(res)); print(f"figures: {out/'overlays.png'}; total {res['total_s']:.0f}s")
+    figs = ', '.join(str(out/f) for f in ('overlays.png', 'irn.png') if (out/f).exists())
+    print(_demo_rows(res)); print(f"figures: {figs}; total {res['total_s']:.0f}s")
     return res
 
 # %% ../nbs/12_cli.ipynb #b9134b2b
@@ -181,9 +233,12 @@ def demo_figure(root, dirs:dict, fname, pseudo_dir=None, n:int=5):
 def pot_demo(out:str='demo_out', # output folder
              n_train:int=1000, n_val:int=200, epochs:int=3, bs:int=16, size:int=160,
              n_eval:int=200, arch:str='lite0',
-             no_crf:store_true=False, seed:int=0, device:str=None,
+             no_crf:store_true=False, # no dense-CRF pseudo masks
+             no_irn:store_true=False, # no IRN pseudo masks
+             seed:int=0, device:str=None,
              **changes): # `POTConfig` options of the pot row (--n_clusters, --lam, ...)
     "The main job on the built-in Fashion-MNIST WSSS data: train cam and pot, make CAMs, evaluate, save figures."
     import matplotlib; matplotlib.use('Agg')
     return run_demo(out, n_train=n_train, n_val=n_val, epochs=epochs, bs=bs, size=size, n_eval=n_eval,
-                    cfg=POTConfig().replace(**changes), arch=arch, crf=not no_crf, seed=seed, device=device)
+                    cfg=POTConfig().replace(**changes), arch=arch, crf=not no_crf, irn=not no_irn, seed=seed,
+                    device=device)

@@ -13,9 +13,11 @@ from .core import IGNORE_INDEX
 from .formats import save_mask
 from .evaluate import cams_to_mask, load_cam, as_dataset, split_names, require_files
 from .files import clean_stale_tmps
+from .cams import parse_shard
 
 # %% auto #0
-__all__ = ['CRF_DEFAULTS', 'crf_inference', 'crf_inference_label', 'cams_to_crf_labels', 'save_mask_png', 'make_pseudo_labels']
+__all__ = ['CRF_DEFAULTS', 'crf_inference', 'crf_inference_label', 'cams_to_crf_labels', 'save_mask_png', 'label_note',
+           'png_done', 'make_pseudo_labels']
 
 # %% ../nbs/11_crf.ipynb #c71d43f1
 CRF_DEFAULTS = dict(gauss_sxy=3, gauss_compat=3, bi_sxy=50, bi_srgb=5, bi_compat=10)
@@ -120,7 +122,7 @@ def save_mask_png(path:str|Path, # the .png to write
     clean_stale_tmps(path)                       # left by killed runs; a live writer's file stays
     return path
 
-def _note(cam_file:Path, kw:dict)->str:
+def label_note(cam_file:Path, kw:dict)->str:
     "What makes a pseudo label: the CAM file's content (a hash) and the options."
     h = hashlib.sha256()
     with open(cam_file, 'rb') as f:
@@ -141,7 +143,7 @@ def _pseudo_many(jobs, cam_dir, ds, out_dir, kw, color_dir=None):
     return [_pseudo_one(n, cam_dir, ds, out_dir, kw, note, color_dir) for n, note in jobs]
 
 # %% ../nbs/11_crf.ipynb #9b259b40
-def _png_done(path:Path, note:str)->bool:
+def png_done(path:Path, note:str)->bool:
     "Whether a pseudo-label PNG exists, decodes and was made from the same CAM with the same options (`note`)."
     if not path.is_file(): return False
     try:
@@ -170,6 +172,7 @@ def make_pseudo_labels(cam_dir:str|Path, # folder of `{name}.npy` CAM files
                        n_images:int|None=None, # only the first n images of the split
                        names:list[str]|None=None, # these images instead of the split
                        overwrite:bool=False, # replace PNGs made from other CAMs or with other options
+                       shard=None, # 'i/n': this process's share of the images (as `make_cams`)
                        color_dir:str|Path|None=None, # also write VOC-palette copies here, for looking at
                        **crf_kw # unary, n_iters, gt_prob, gauss_sxy, gauss_compat, bi_sxy, bi_srgb, bi_compat
                       )->Path: # out_dir
@@ -177,12 +180,13 @@ def make_pseudo_labels(cam_dir:str|Path, # folder of `{name}.npy` CAM files
     cam_dir = Path(cam_dir)
     out_dir = Path(out_dir) if out_dir is not None else cam_dir.with_name(cam_dir.name + '_labels')
     ds = as_dataset(source, split)
-    names = split_names(ds, names, n_images)
+    i0, n_shards = parse_shard(shard)
+    names = split_names(ds, names, n_images)[i0::n_shards]
     require_files(cam_dir, names, '.npy')
     out_dir.mkdir(parents=True, exist_ok=True)
     kw = dict(crf=crf, bg=bg, conf_fg=conf_fg, conf_bg=conf_bg, **crf_kw)
-    notes = {n: _note(cam_dir/f'{n}.npy', kw) for n in names}
-    todo = [(n, notes[n]) for n in names if overwrite or not _png_done(out_dir/f'{n}.png', notes[n])]
+    notes = {n: label_note(cam_dir/f'{n}.npy', kw) for n in names}
+    todo = [(n, notes[n]) for n in names if overwrite or not png_done(out_dir/f'{n}.png', notes[n])]
     if n_jobs <= 1 or len(todo) <= 1:
         for n, note in todo: _pseudo_one(n, cam_dir, ds, out_dir, kw, note, color_dir)
     else:

@@ -21,7 +21,7 @@ from .datasets import *
 
 # %% auto #0
 __all__ = ['NORMS', 'normalize', 'denormalize', 'resize_long', 'color_jitter', 'random_crop', 'WSSSTrainDataset',
-           'WSSSEvalDataset', 'WSSSDataLoader', 'wsss_dls']
+           'WSSSEvalDataset', 'MaskCropDataset', 'WSSSDataLoader', 'wsss_dls']
 
 # %% ../nbs/01c_data.ipynb #79ce44f2
 NORMS = {'imagenet': ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
@@ -91,13 +91,13 @@ def color_jitter(img:torch.Tensor, # (3, H, W) uint8 (or float in 0..255)
     out = torch.einsum('ij,jhw->ihw', A, x) + b[:, None, None]
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
-def random_crop(img:torch.Tensor, # (3, H, W)
+def random_crop(img:torch.Tensor, # (C, H, W): an image, or an image with its masks stacked as extra channels
                 size:int, # crop side
                 rng:np.random.Generator
-               )->tuple[torch.Tensor, torch.Tensor]: # (3, size, size) zero-padded crop, (size, size) bool valid
+               )->tuple[torch.Tensor, torch.Tensor]: # (C, size, size) zero-padded crop, (size, size) bool valid
     "IRN's random crop: a random window of a larger image, or a smaller image at a random place on a zero canvas."
     _, H, W = img.shape
-    out = img.new_zeros(3, size, size)
+    out = img.new_zeros(len(img), size, size)
     valid = torch.zeros(size, size, dtype=torch.bool)
     def span(L):
         if L <= size: return int(rng.integers(0, size - L + 1)), 0, L     # (offset in crop, offset in image, length)
@@ -152,6 +152,45 @@ class WSSSEvalDataset(torch.utils.data.Dataset):
             x = F.pad(x, (0, self.size - w, 0, self.size - h))
             m = F.pad(m, (0, self.size - w, 0, self.size - h), value=IGNORE_INDEX)
         return x, torch.from_numpy(it['label']), m
+
+# %% ../nbs/01c_data.ipynb #95e8060f
+class MaskCropDataset(torch.utils.data.Dataset):
+    "Items `(img (3,S,S) normalised, mask (S,S) long)`: images with the mask PNGs of a folder, rescaled, flipped, cropped."
+    def __init__(self, ds:SegDataset, # the images (anything with `.names` and `.read_image`)
+                 mask_dir:str|Path, # `{name}.png` masks: class values, 255 = ignore
+                 names:list[str]|None=None, # these images (default: all of `ds`)
+                 size:int=256, # crop side S
+                 scale:tuple|None=(0.5, 1.5), # random rescale of the image itself (None: none; pad/cut at the top left)
+                 flip:bool=True, # random horizontal flip
+                 norm:str|tuple='imagenet', # normalisation (see `NORMS`)
+                 seed:int=0): # augmentation seed
+        self.ds, self.mask_dir, self.size, self.scale, self.flip, self.norm, self.seed = ds, Path(mask_dir), size, scale, flip, norm, seed
+        self.names = list(names if names is not None else ds.names)
+        miss = [n for n in self.names if not (self.mask_dir/f'{n}.png').is_file()]
+        if miss: raise FileNotFoundError(f'{len(miss)} of {len(self.names)} files missing in {self.mask_dir}, e.g. {miss[:3]} (.png)')
+        self.epoch = 0
+    def set_epoch(self, epoch:int): self.epoch = epoch
+    def __len__(self): return len(self.names)
+    def __getitem__(self, i:int):
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        name = self.names[i]
+        img, mask = self.ds.read_image(name), load_mask(self.mask_dir/f'{name}.png')
+        if mask.shape != img.shape[:2]:
+            raise DataError(f'{self.mask_dir/name}.png: the mask is {mask.shape}, the image is {img.shape[:2]}')
+        if self.scale is not None:
+            long = max(1, round(max(img.shape[:2]) * rng.uniform(*self.scale)))
+            img, mask = resize_long(img, long), resize_long(mask, long, nearest=True)
+        x = torch.cat([normalize(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1), self.norm),
+                       torch.from_numpy(mask)[None].float()])
+        if self.flip and rng.random() < .5: x = x.flip(-1)
+        if self.scale is not None: x, valid = random_crop(x, self.size, rng)
+        else:
+            valid = torch.zeros(self.size, self.size, dtype=torch.bool)
+            valid[:x.shape[1], :x.shape[2]] = True
+            x = F.pad(x, (0, max(0, self.size - x.shape[2]), 0, max(0, self.size - x.shape[1])))[:, :self.size, :self.size]
+        m = x[3].long()
+        m[~valid] = IGNORE_INDEX
+        return x[:3], m
 
 # %% ../nbs/01c_data.ipynb #97df006b
 class WSSSDataLoader(DataLoader):

@@ -1,5 +1,6 @@
 "pytest set-up: hypothesis runs derandomized under CI (same examples every run), randomized locally; shared helpers."
-import os
+import os, subprocess, sys
+from pathlib import Path
 from hypothesis import settings, HealthCheck
 
 settings.register_profile('ci', derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -55,3 +56,19 @@ def copy(toy, tmp_path):
 def notebooks(folder):
     "The notebooks under `folder`, sub-folders (the studies) included, without Jupyter's checkpoint copies."
     return sorted(p for p in folder.rglob('*.ipynb') if '.ipynb_checkpoints' not in p.parts)
+
+
+BIN = Path(sys.executable).parent      # the environment's console scripts
+
+def run(*args, env=None, timeout=600):
+    "A console script of the package, run as a shell would (no stdin); returns the CompletedProcess."
+    return subprocess.run([str(BIN/args[0]), *map(str, args[1:])], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, env={**os.environ, 'OMP_NUM_THREADS': '1', **(env or {})})
+
+
+def one_error_line(r, prog, *words):
+    "Exit status 1, nothing but one `prog: error: ...` line on stderr, naming `words`."
+    assert r.returncode == 1, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f'{prog}: error: '), r.stderr[-3000:]
+    for w in words: assert str(w) in lines[0], (w, lines[0])
