@@ -18,6 +18,8 @@ from .cams import make_cams
 from .evaluate import evaluate_cams, evaluate_masks, format_results, load_cam, cams_to_mask
 from .crf import make_pseudo_labels
 from .irn import fit_irn, load_irn_model, make_irn_labels, irn_figure
+from .seg import seg_figure
+from .pipeline import run_pipeline, pipeline_table
 from .viz import cam_overlay, show_grid
 
 # %% auto #0
@@ -126,80 +128,51 @@ def pot_irn_labels(ckpt:str, # checkpoint written by pot_irn_train / fit_irn
     return d
 
 # %% ../nbs/12_cli.ipynb #92b8a5b8
-def _demo_rows(res:dict)->str:
-    head = '| method | CAM | train time (s) | CAM mIoU, 1 − max bg | best bg threshold | mIoU at best threshold |\n|---|---|---:|---:|---:|---:|'
-    lines = [head] + [f"| {r['method']} | {r['map']} | {r['train_s']:.0f} | {100*r['miou']:.1f} | {r['best_threshold']:.2f} | {100*r['best_miou']:.1f} |"
-                      for r in res['rows']]
-    if 'crf_miou' in res: lines.append(f"\npot prototype CAM + dense CRF pseudo masks: mIoU {100*res['crf_miou']:.1f}")
-    if 'irn_miou' in res:
-        lines.append(f"pot prototype CAM + IRN pseudo masks (boundary network, random walk): mIoU {100*res['irn_miou']:.1f}")
-    return '\n'.join(lines)
-
-def run_demo(out:str|Path='demo_out', # output folder (data, checkpoints, CAMs, figures, results.json)
+def run_demo(out:str|Path='demo_out', # output folder (data, one pipeline per method, figures, results.json)
              n_train:int=1000, n_val:int=200, # Fashion-MNIST WSSS images to build
-             epochs:int=3, bs:int=16, size:int=160, # schedule shared by both methods
-             n_eval:int=200, # training images whose CAMs are generated and scored
+             epochs:int=3, bs:int=16, size:int=160, # the CAM network's schedule, shared by both methods
+             n_eval:int=200, # training images labelled: CAMs, pseudo masks, the segmentation network's data
              scales=(1.0, 0.5, 1.5), # CAM scales (with flips)
              cfg:POTConfig|None=None, # the pot row's options (the cam row: the same with method 'cam')
              lr:float|None=None, arch:str='lite0',
-             crf:bool=True, # dense-CRF pseudo masks of the pot CAMs
-             irn:bool=True, # IRN pseudo masks of the pot CAMs (confident labels, boundary network, random walk)
+             irn_epochs:int=3, seg_epochs:int=6, # IRN's boundary network, the segmentation network
              seed:int=0, device=None)->dict:
-    "Run the main job: data, `cam` and `pot` training, CAMs, evaluation, CRF and IRN pseudo masks, table and figures."
+    "The main job: the Fashion-MNIST benchmark, then `run_pipeline` for `cam` and `pot`; a table of every stage, figures."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    made = [w for w, on in (('dense-CRF', crf), ('IRN', irn)) if on]
-    pseudo = f" and POT's {' and '.join(made)} pseudo masks" if made else ''
     print(f"pot_demo: builds the Fashion-MNIST benchmark ({n_train} training / {n_val} validation images, {size} px), "
-          f"trains the classifier-CAM baseline (cam) and POT (pot) for {epochs} epochs each ({arch}), then writes and "
-          f"scores the CAMs of {n_eval} training images{pseudo}.\n"
-          f"With the default sizes: about 10 minutes on a 2-core CPU; expect classifier-CAM mIoU near 33 (1 − max) and 35 "
-          f"(best threshold), the same network for both rows (POT's default trains no consistency loss), about 46 for "
-          f"POT's prototype CAMs, about 60 for their dense-CRF pseudo masks and about 56 for IRN's.", flush=True)
+          f"then runs the whole pipeline for the classifier-CAM baseline (cam) and POT (pot): the CAM network "
+          f"({epochs} epochs, {arch}), CAMs of {n_eval} training images, their dense-CRF and IRN pseudo masks, a "
+          f"DeepLabV3+ trained {seg_epochs} epochs on the IRN masks, and its masks of the validation images.\n"
+          f"With the default sizes: about 20 minutes on a 2-core CPU (a second run skips every finished stage); expect "
+          f"CAM mIoU near 33 (cam) and 46 (pot), pseudo masks near 40 / 42 (cam: CRF / IRN) and 60 / 56 (pot), and a "
+          f"segmentation network near 26 for both: 200 images are too few for it to tell ten garments apart.", flush=True)
     seed_everything(seed)
     t0 = time.time()
     root = make_fmnist_wsss(out/'fmnist_wsss', n_train=n_train, n_val=n_val, size=size, seed=seed)
     print(f'data: {root} ({n_train} train / {n_val} val images, {time.time() - t0:.0f}s)')
-    rows, dirs = [], {}
-    for method in ('cam', 'pot'):
-        t = time.time()
-        learn = fit_pot(root, (cfg or POTConfig()).replace(method=method), arch=arch, epochs=epochs, bs=bs, size=size,
-                        lr=lr, path=out/method, seed=seed, device=device, n_valid=64)
-        train_s = time.time() - t
-        maps = ['cls'] if method == 'cam' else ['cls', 'proto']
-        for kind in maps:
-            d = make_cams(learn, root, 'train', out_dir=out/method/f'cams_{kind}', scales=scales, kind=kind, n_images=n_eval,
-                          overwrite=True)    # the model was just trained: CAMs of an earlier demo run are not its own
-            r = evaluate_cams(d, root, 'train', n_images=n_eval)
-            dirs[(method, kind)] = d
-            rows.append(dict(method=method, map='classifier' if kind == 'cls' else 'prototype', train_s=train_s,
-                             miou=r['miou'], best_threshold=r['best_threshold'], best_miou=r['best_miou']))
-            print(f"{method} {kind}: CAM mIoU {100*r['miou']:.1f} (best threshold {r['best_threshold']:.2f}: {100*r['best_miou']:.1f})")
-    res = dict(rows=rows, n_train=n_train, n_val=n_val, epochs=epochs, size=size, n_eval=n_eval, arch=arch)
-    if crf:
-        pl = make_pseudo_labels(dirs[('pot', 'proto')], root, 'train', out_dir=out/'pot'/'pseudo_crf', n_images=n_eval,
-                                overwrite=True)
-        res['crf_miou'] = evaluate_masks(pl, root, 'train', n_images=n_eval)['miou']
-    if irn:   # IRN trains on the images whose CAMs were made; its walk takes 2**4 steps on these 40×40-cell grids
-        t = time.time()
-        cams = dirs[('pot', 'proto')]
-        learn = fit_irn(cams, root, 'train', ir_dir=out/'pot'/'ir_labels', n_images=n_eval, epochs=3, bs=bs, size=size,
-                        path=out/'irn', seed=seed, device=device, overwrite=True)
-        pl = make_irn_labels(learn, cams, root, 'train', out_dir=out/'pot'/'pseudo_irn', n_images=n_eval, exp_times=4,
-                             bg_thres=0.5, overwrite=True)     # 0.5: the 1 − max rule of the CAM rows
-        res['irn_miou'], res['irn_s'] = evaluate_masks(pl, root, 'train', n_images=n_eval)['miou'], time.time() - t
-        print(f"pot + IRN pseudo masks: mIoU {100*res['irn_miou']:.1f} ({res['irn_s']:.0f}s)")
-        fig = irn_figure(learn.model, cams, root, 'train', n=min(4, n_eval), exp_times=4, bg_thres=0.5)
-        fig.savefig(out/'irn.png', dpi=100); plt.close(fig)
-    res['total_s'] = time.time() - t0
-    plt.close(demo_figure(root, dirs, out/'overlays.png', pseudo_dir=out/'pot'/'pseudo_crf' if crf else None,
-                          n=min(5, n_eval)))
+    runs = {}
+    for method in ('cam', 'pot'):   # IRN's walk: 2**4 steps on these 40×40 grids; background 0.5, the 1 − max rule
+        runs[method] = run_pipeline(root, out/method, method, (cfg or POTConfig()).replace(method=method), arch, size,
+                                    bs, n_eval, scales, n_val=n_val, seed=seed, device=device,
+                                    train_kw=dict(epochs=epochs, lr=lr, n_valid=64), irn_kw=dict(epochs=irn_epochs),
+                                    walk_kw=dict(exp_times=4, bg_thres=0.5), seg_kw=dict(epochs=seg_epochs, lr=5e-3),
+                                    log=lambda s, m=method: print(f'{m} {s}', flush=True))
+    res = dict(runs=runs, n_train=n_train, n_val=n_val, epochs=epochs, size=size, n_eval=n_eval, arch=arch,
+               total_s=time.time() - t0)
+    plt.close(demo_figure(root, {('cam', 'cls'): runs['cam']['cams']['cams'], ('pot', 'proto'): runs['pot']['cams']['cams']},
+                          out/'overlays.png', pseudo_dir=runs['pot']['irn']['masks'], n=min(5, n_eval)))
+    fig = irn_figure(load_irn_model(out/'pot'/'irn'/'models'/'irn.ckpt'), runs['pot']['cams']['cams'], root, 'train',
+                     n=min(4, n_eval), exp_times=4, bg_thres=0.5)
+    fig.savefig(out/'irn.png', dpi=100); plt.close(fig)
+    fig = seg_figure({f'{m} → segmentation': r['predict']['masks'] for m, r in runs.items()}, root, 'val', n=min(4, n_val))
+    fig.savefig(out/'segmentation.png', dpi=100); plt.close(fig)
     write_json(out/'results.json', res)
-    figs = ', '.join(str(out/f) for f in ('overlays.png', 'irn.png') if (out/f).exists())
-    print(_demo_rows(res)); print(f"figures: {figs}; total {res['total_s']:.0f}s")
+    print(pipeline_table(runs))
+    print(f"figures: {', '.join(str(out/f) for f in ('overlays.png', 'irn.png', 'segmentation.png'))}; total {res['total_s']:.0f}s")
     return res
 
 # %% ../nbs/12_cli.ipynb #b9134b2b
-def demo_figure(root, dirs:dict, fname, pseudo_dir=None, n:int=5):
+def demo_figure(root, dirs:dict, fname, pseudo_dir=None, n:int=5, pseudo_title:str='pot + IRN pseudo mask'):
     "Overlay figure: image, ground truth, one class's classifier CAM (cam) and classifier and prototype CAM (pot), pseudo mask."
     from PIL import Image
     from matplotlib.patches import Patch
@@ -218,7 +191,7 @@ def demo_figure(root, dirs:dict, fname, pseudo_dir=None, n:int=5):
             tit.append(f'{m}: {"classifier" if k == "cls" else "prototype"} CAM')
         if pseudo_dir is not None:
             pl = np.asarray(Image.open(Path(pseudo_dir)/f'{name}.png'))
-            row.append(colorize_mask(pl)); tit.append('pot + CRF pseudo mask'); seen |= set(np.unique(pl).tolist())
+            row.append(colorize_mask(pl)); tit.append(pseudo_title); seen |= set(np.unique(pl).tolist())
         rows.append(row); titles.append(tit)
     fig = show_grid(rows, titles)
     pal, names = voc_palette(), ['background'] + list(ds.classes)
@@ -233,12 +206,11 @@ def demo_figure(root, dirs:dict, fname, pseudo_dir=None, n:int=5):
 def pot_demo(out:str='demo_out', # output folder
              n_train:int=1000, n_val:int=200, epochs:int=3, bs:int=16, size:int=160,
              n_eval:int=200, arch:str='lite0',
-             no_crf:store_true=False, # no dense-CRF pseudo masks
-             no_irn:store_true=False, # no IRN pseudo masks
+             irn_epochs:int=3, seg_epochs:int=6, # IRN's boundary network, the segmentation network
              seed:int=0, device:str=None,
              **changes): # `POTConfig` options of the pot row (--n_clusters, --lam, ...)
-    "The main job on the built-in Fashion-MNIST WSSS data: train cam and pot, make CAMs, evaluate, save figures."
+    "The main job on the built-in Fashion-MNIST WSSS data: the whole pipeline for cam and pot, a table of every stage, figures."
     import matplotlib; matplotlib.use('Agg')
     return run_demo(out, n_train=n_train, n_val=n_val, epochs=epochs, bs=bs, size=size, n_eval=n_eval,
-                    cfg=POTConfig().replace(**changes), arch=arch, crf=not no_crf, irn=not no_irn, seed=seed,
-                    device=device)
+                    cfg=POTConfig().replace(**changes), arch=arch, irn_epochs=irn_epochs, seg_epochs=seg_epochs,
+                    seed=seed, device=device)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11a_irn.ipynb #d4a266e0
 from __future__ import annotations
-import os, math, warnings, contextlib
+import os, math, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -15,19 +15,17 @@ with warnings.catch_warnings():                 # fastai's import triggers a tor
     from fastai.learner import Learner
 from fastai.data.core import DataLoaders
 from fastai.optimizer import SGD, Adam
-from fastai.callback.schedule import ParamScheduler, SchedPoly
 from fastai.callback.progress import ProgressCallback
 from fastprogress.fastprogress import progress_bar
 from .core import IGNORE_INDEX, seed_everything, get_device, show_progress
-from .files import module_fingerprint, torch_load
+from .files import module_fingerprint
 from .formats import load_mask
 from .data import normalize, MaskCropDataset, WSSSDataLoader
 from .model import make_backbone
 from .evaluate import load_cam, as_dataset, split_names, require_files
 from .crf import make_pseudo_labels, save_mask_png, label_note, png_done
 from .cams import parse_shard
-from .train import (unwrap_model, ResumeCheckpoint, NonFiniteGuard, LineLog, save_learner, load_checkpoint,
-                          distributed_ctx)
+from .train import unwrap_model, ResumeCheckpoint, NonFiniteGuard, LineLog, read_checkpoint, fit_resumable
 
 # %% auto #0
 __all__ = ['make_ir_labels', 'walk_directions', 'segment_pixels', 'shifted', 'pair_affinity', 'pair_labels', 'affinity_loss',
@@ -207,28 +205,14 @@ def fit_irn(cam_dir:str|Path, # CAM folder of the training images (`make_cams`)
                     cbs=[ResumeCheckpoint(fname, meta), NonFiniteGuard(max_nonfinite)] + list(cbs or []))
     learn.irn_config = meta
     if not show_progress(): learn.remove_cb(ProgressCallback); learn.add_cb(LineLog())
-    start, ck = 0, Path(path)/model_dir/f'{fname}.ckpt'
-    if resume and ck.exists():
-        learn.create_opt()
-        start = load_checkpoint(learn, ck)
-        if start >= epochs: return learn
-    learn.pot_start_epoch = start
-    if epochs > 0:
-        with (distributed_ctx(learn) if distributed else contextlib.nullcontext()):
-            learn.fit(epochs, lr=lr, cbs=ParamScheduler({'lr': SchedPoly(lr, 0., 0.9)}), start_epoch=start)
-    if int(os.environ.get('RANK', '0')) == 0: save_learner(learn, fname)
-    return learn
+    return fit_resumable(learn, epochs, lr, fname, resume, distributed)
 
 # %% ../nbs/11a_irn.ipynb #ad126ec7
 def load_irn_model(path:str|Path, # a `.ckpt` written by `fit_irn`
                    device=None)->BoundaryNet: # in eval mode
     "Rebuild the trained `BoundaryNet` from a `fit_irn` checkpoint (read without running code from the file)."
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f'no checkpoint at {path}')
-    state = torch_load(path, 'checkpoint')
-    meta = state.get('meta') if isinstance(state, dict) else None
-    if not meta or meta.get('kind') != 'irn':
-        raise ValueError(f'{path} is not a boundary-network checkpoint of fit_irn (a fit_pot checkpoint? use pot_cams)')
+    state = read_checkpoint(path, 'irn', 'boundary-network checkpoint of fit_irn')
+    meta = state['meta']
     model = BoundaryNet(meta['arch'], pretrained=False)
     try: model.load_state_dict(state['model'])
     except RuntimeError as e: raise ValueError(f'{path}: the weights do not fit a {meta["arch"]} BoundaryNet ({str(e)[:300]})') from None

@@ -33,7 +33,7 @@ from .files import atomic_write, clean_stale_tmps, torch_load
 # %% auto #0
 __all__ = ['batch_valid', 'POTLoss', 'POTCallback', 'NonFiniteGuard', 'LineLog', 'cams_for_eval', 'CAMmIoU', 'unwrap_model',
            'ResumeCheckpoint', 'save_learner', 'save_checkpoint', 'load_checkpoint', 'distributed_ctx', 'arch_norm',
-           'fit_pot', 'load_pot_model']
+           'fit_pot', 'load_pot_model', 'read_checkpoint', 'fit_resumable']
 
 # %% ../nbs/09_train.ipynb #9a121ff1
 def batch_valid(extra)->torch.Tensor|None:
@@ -423,3 +423,35 @@ def load_pot_model(path:str|Path, # a `.ckpt` written by `fit_pot`, or a fastai 
                          f"its metadata names ({str(e)[:300]})") from None
     model.pot_config = meta
     return model.to(get_device(device)).eval()
+
+# %% ../nbs/09_train.ipynb #9c840ea3
+def read_checkpoint(path:str|Path, # a `.ckpt` written by `save_checkpoint`
+                    kind:str|None=None, # the `meta['kind']` it must have (None: any)
+                    what:str='checkpoint' # what a `kind` checkpoint is called, for the error
+                   )->dict: # model, opt, epoch, rng, meta
+    "A checkpoint read without running code from it, checked to exist and, when `kind` is given, to be of that kind."
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f'no checkpoint at {path}')
+    state = _read_ckpt(path)
+    theirs = (state.get('meta') or {}).get('kind', 'pot')
+    if kind is not None and theirs != kind: raise ValueError(f'{path} is not a {what} (it holds a {theirs!r} network)')
+    return state
+
+def fit_resumable(learn:Learner, # a learner with a `ResumeCheckpoint(fname)` callback
+                  epochs:int, lr, # total epochs; the learning rate(s) of the poly schedule
+                  fname:str, # the checkpoint's name in `learn.path/learn.model_dir`
+                  resume:bool=False, # continue from the checkpoint when it exists
+                  distributed:bool=False # inside `distributed_ctx`
+                 )->Learner:
+    "Train with the poly schedule from the last finished epoch of `fname.ckpt` (when resuming); save it (process 0)."
+    start, ck = 0, Path(learn.path)/learn.model_dir/f'{fname}.ckpt'
+    if resume and ck.exists():
+        learn.create_opt()
+        start = load_checkpoint(learn, ck)
+        if start >= epochs: return learn
+    learn.pot_start_epoch = start
+    if epochs > 0:
+        with (distributed_ctx(learn) if distributed else contextlib.nullcontext()):
+            learn.fit(epochs, lr=lr, cbs=ParamScheduler({'lr': SchedPoly(lr, 0., 0.9)}), start_epoch=start)
+    if _rank() == 0: save_learner(learn, fname)
+    return learn

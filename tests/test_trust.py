@@ -230,9 +230,10 @@ def test_the_demo_exits_0(tmp_path):
     try: find_fmnist()
     except Exception as e: pytest.skip(f'no Fashion-MNIST here: {str(e)[:100]}')
     r = run('pot_demo', '--out', tmp_path/'demo', '--n_train', '32', '--n_val', '8', '--epochs', '1', '--bs', '8',
-            '--size', '64', '--n_eval', '4', '--no_crf')
+            '--size', '64', '--n_eval', '4', '--irn_epochs', '1', '--seg_epochs', '1')
     assert r.returncode == 0, r.stderr[-3000:]
-    assert '| pot | prototype |' in r.stdout and (tmp_path/'demo'/'results.json').is_file()
+    assert '| pot | ' in r.stdout and '| cam | ' in r.stdout and (tmp_path/'demo'/'results.json').is_file()
+    assert 'pot predict: miou' in r.stdout                                  # every stage says what it scored
     assert r.stdout.startswith('pot_demo: builds the Fashion-MNIST benchmark (32 training / 8 validation images')
     assert 'minutes on a 2-core CPU' in r.stdout.splitlines()[1]                     # says up front what it runs and takes
 
