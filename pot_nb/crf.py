@@ -17,7 +17,7 @@ from .cams import parse_shard
 
 # %% auto #0
 __all__ = ['CRF_DEFAULTS', 'crf_inference', 'crf_inference_label', 'cams_to_crf_labels', 'save_mask_png', 'label_note',
-           'png_done', 'make_pseudo_labels']
+           'png_done', 'label_todo', 'make_pseudo_labels']
 
 # %% ../nbs/11_crf.ipynb #c71d43f1
 CRF_DEFAULTS = dict(gauss_sxy=3, gauss_compat=3, bi_sxy=50, bi_srgb=5, bi_compat=10)
@@ -160,6 +160,22 @@ def png_done(path:Path, note:str)->bool:
                          f'to another folder')
     return True
 
+def label_todo(cam_dir:Path, # folder of `{name}.npy` CAM files
+               ds, # the dataset (with `.names`)
+               out_dir:Path, # where the label PNGs go (created)
+               settings:dict, # what decides a PNG besides its CAM file (recorded in it)
+               names:list[str]|None=None, n_images:int|None=None, # a part of the split
+               shard=None, # 'i/n': this process's share
+               overwrite:bool=False # redo PNGs made from other CAMs or settings
+              )->list[tuple[str, str]]: # (image name, note to record) of each PNG still to write
+    "The images whose label PNG is not yet made from their CAM file with `settings`; missing CAM files raise, naming them."
+    i0, n_shards = parse_shard(shard)
+    names = split_names(ds, names, n_images)[i0::n_shards]
+    require_files(cam_dir, names, '.npy')
+    out_dir.mkdir(parents=True, exist_ok=True)
+    notes = {n: label_note(cam_dir/f'{n}.npy', settings) for n in names}
+    return [(n, notes[n]) for n in names if overwrite or not png_done(out_dir/f'{n}.png', notes[n])]
+
 def make_pseudo_labels(cam_dir:str|Path, # folder of `{name}.npy` CAM files
                        source, # dataset (with .names/.read_image) or a dataset folder
                        split:str='train', # split, when `source` is a folder
@@ -180,13 +196,8 @@ def make_pseudo_labels(cam_dir:str|Path, # folder of `{name}.npy` CAM files
     cam_dir = Path(cam_dir)
     out_dir = Path(out_dir) if out_dir is not None else cam_dir.with_name(cam_dir.name + '_labels')
     ds = as_dataset(source, split)
-    i0, n_shards = parse_shard(shard)
-    names = split_names(ds, names, n_images)[i0::n_shards]
-    require_files(cam_dir, names, '.npy')
-    out_dir.mkdir(parents=True, exist_ok=True)
     kw = dict(crf=crf, bg=bg, conf_fg=conf_fg, conf_bg=conf_bg, **crf_kw)
-    notes = {n: label_note(cam_dir/f'{n}.npy', kw) for n in names}
-    todo = [(n, notes[n]) for n in names if overwrite or not png_done(out_dir/f'{n}.png', notes[n])]
+    todo = label_todo(cam_dir, ds, out_dir, kw, names, n_images, shard, overwrite)
     if n_jobs <= 1 or len(todo) <= 1:
         for n, note in todo: _pseudo_one(n, cam_dir, ds, out_dir, kw, note, color_dir)
     else:

@@ -21,7 +21,7 @@ from .datasets import *
 
 # %% auto #0
 __all__ = ['NORMS', 'normalize', 'denormalize', 'resize_long', 'color_jitter', 'random_crop', 'WSSSTrainDataset',
-           'WSSSEvalDataset', 'MaskCropDataset', 'WSSSDataLoader', 'wsss_dls']
+           'WSSSEvalDataset', 'MaskCropDataset', 'WSSSDataLoader', 'wsss_dls', 'train_valid_dls']
 
 # %% ../nbs/01c_data.ipynb #79ce44f2
 NORMS = {'imagenet': ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
@@ -234,14 +234,22 @@ def wsss_dls(source:str|Path|SegDataset|tuple, # dataset folder (see `load_datas
     if n_valid is not None and n_valid < 1: raise ValueError(f'n_valid must be >= 1 or None, got {n_valid}')
     if n_valid is not None and n_valid < len(valid_ds):
         valid_ds = valid_ds.subset(np.linspace(0, len(valid_ds) - 1, n_valid).round().astype(int).tolist())
-    device = get_device(device)
-    pin = device.type == 'cuda'
     tds = WSSSTrainDataset(train_ds, size, scale=scale, flip=flip, jitter=jitter, norm=norm, seed=seed)
     vds = WSSSEvalDataset(valid_ds, size, norm=norm)
-    trn = WSSSDataLoader(tds, bs=bs, shuffle=True, drop_last=len(tds) >= bs, num_workers=num_workers, pin_memory=pin)
-    val = WSSSDataLoader(vds, bs=valid_bs or bs, shuffle=False, drop_last=False, num_workers=num_workers, pin_memory=pin)
-    import random as _random
-    trn.rng, val.rng = _random.Random(seed), _random.Random(seed + 1)
-    dls = DataLoaders(trn, val, path=train_ds.root, device=device)
+    dls = train_valid_dls(tds, vds, bs, seed, device, num_workers, valid_bs, path=train_ds.root)
     dls.classes, dls.n_classes, dls.norm, dls.size = tuple(train_ds.classes), train_ds.n_classes, norm, size
     return dls
+
+def train_valid_dls(train_ds, valid_ds, # map-style datasets of `(input, *targets)` items
+                    bs:int, seed:int=0, # batch size; the seed of the shuffled order
+                    device=None, num_workers:int=0,
+                    valid_bs:int|None=None, # validation batch size (default `bs`)
+                    path='.')->DataLoaders:
+    "fastai `DataLoaders` of two `WSSSDataLoader`s: shuffled training batches (a partial last one dropped), ordered validation."
+    device = get_device(device)
+    pin = device.type == 'cuda'
+    trn = WSSSDataLoader(train_ds, bs=bs, shuffle=True, drop_last=len(train_ds) >= bs, num_workers=num_workers, pin_memory=pin)
+    val = WSSSDataLoader(valid_ds, bs=valid_bs or bs, shuffle=False, drop_last=False, num_workers=num_workers, pin_memory=pin)
+    import random
+    trn.rng, val.rng = random.Random(seed), random.Random(seed + 1)
+    return DataLoaders(trn, val, path=path, device=device)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11a_irn.ipynb #d4a266e0
 from __future__ import annotations
-import os, math, warnings
+import math, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -20,12 +20,12 @@ from fastprogress.fastprogress import progress_bar
 from .core import IGNORE_INDEX, seed_everything, get_device, show_progress
 from .files import module_fingerprint
 from .formats import load_mask
-from .data import normalize, MaskCropDataset, WSSSDataLoader
+from .data import normalize, MaskCropDataset, train_valid_dls
 from .model import make_backbone
-from .evaluate import load_cam, as_dataset, split_names, require_files
-from .crf import make_pseudo_labels, save_mask_png, label_note, png_done
-from .cams import parse_shard
-from .train import unwrap_model, ResumeCheckpoint, NonFiniteGuard, LineLog, read_checkpoint, fit_resumable
+from .evaluate import load_cam, as_dataset, split_names
+from .crf import make_pseudo_labels, save_mask_png, label_todo
+from .train import (unwrap_model, ResumeCheckpoint, NonFiniteGuard, LineLog, read_checkpoint, fit_resumable,
+                          training_device)
 
 # %% auto #0
 __all__ = ['make_ir_labels', 'walk_directions', 'segment_pixels', 'shifted', 'pair_affinity', 'pair_labels', 'affinity_loss',
@@ -154,12 +154,7 @@ def irn_dls(label_dir:str|Path, # confident labels (`make_ir_labels`)
     names = list(names if names is not None else ds.names)
     trn_ds = MaskCropDataset(ds, label_dir, names, size, scale=(0.5, 1.5), norm=norm, seed=seed)
     val_ds = MaskCropDataset(ds, label_dir, names[:n_valid], size, scale=None, flip=False, norm=norm)
-    device = get_device(device)
-    trn = WSSSDataLoader(trn_ds, bs=bs, shuffle=True, drop_last=len(trn_ds) >= bs, num_workers=num_workers)
-    val = WSSSDataLoader(val_ds, bs=bs, shuffle=False, num_workers=num_workers)
-    import random
-    trn.rng, val.rng = random.Random(seed), random.Random(seed + 1)
-    dls = DataLoaders(trn, val, path=getattr(ds, 'root', '.'), device=device)
+    dls = train_valid_dls(trn_ds, val_ds, bs, seed, device, num_workers, path=getattr(ds, 'root', '.'))
     dls.classes, dls.norm, dls.size = tuple(getattr(ds, 'classes', ())), norm, size
     return dls
 
@@ -192,8 +187,7 @@ def fit_irn(cam_dir:str|Path, # CAM folder of the training images (`make_cams`)
     names = split_names(ds, None, n_images)
     ir_dir = make_ir_labels(cam_dir, ds, split, ir_dir, conf_fg, conf_bg, names=names, n_jobs=n_jobs, overwrite=overwrite)
     seed_everything(seed)
-    if distributed is None: distributed = int(os.environ.get('WORLD_SIZE', '1')) > 1
-    device = get_device(device)
+    device, distributed = training_device(device, distributed)
     model = BoundaryNet(arch, pretrained, weights)
     dls = irn_dls(ir_dir, ds, split, names, bs=bs, size=size, n_valid=n_valid, norm=model.norm,
                   num_workers=num_workers, seed=seed, device=device)
@@ -343,22 +337,17 @@ def make_irn_labels(learn_or_model, # `fit_irn`'s Learner or a `BoundaryNet`
     cam_dir = Path(cam_dir)
     out_dir = Path(out_dir) if out_dir is not None else cam_dir.with_name(cam_dir.name + '_irn')
     ds = as_dataset(source, split)
-    i0, n = parse_shard(shard)
-    names = split_names(ds, names, n_images)[i0::n]
-    require_files(cam_dir, names, '.npy')
-    out_dir.mkdir(parents=True, exist_ok=True)
     kw = dict(model=module_fingerprint(model), beta=beta, exp_times=exp_times, radius=radius, bg_thres=bg_thres)
-    notes = {nm: label_note(cam_dir/f'{nm}.npy', kw) for nm in names}
-    todo = [nm for nm in names if overwrite or not png_done(out_dir/f'{nm}.png', notes[nm])]
+    todo = label_todo(cam_dir, ds, out_dir, kw, names, n_images, shard, overwrite)
     was_training = model.training
     model.eval()
     if device is not None: model.to(device)
     try:
-        for nm in (progress_bar(todo, leave=False) if (show_progress() if progress is None else progress) and todo else todo):
+        for nm, note in (progress_bar(todo, leave=False) if (show_progress() if progress is None else progress) and todo else todo):
             d, img = load_cam(cam_dir/f'{nm}.npy'), np.asarray(ds.read_image(nm))
             _check_cam(d, cam_dir/f'{nm}.npy', img)
             walked = walk_cams(d['high_res'], boundary_map(model, img), beta, exp_times, radius)
-            save_mask_png(out_dir/f'{nm}.png', irn_mask(walked, d['keys'], bg_thres), notes[nm])
+            save_mask_png(out_dir/f'{nm}.png', irn_mask(walked, d['keys'], bg_thres), note)
     finally: model.train(was_training)
     return out_dir
 

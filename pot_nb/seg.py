@@ -4,7 +4,7 @@
 
 # %% ../nbs/11b_seg.ipynb #251b725e
 from __future__ import annotations
-import os, json, urllib.error, warnings
+import json, urllib.error, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -20,12 +20,13 @@ from fastprogress.fastprogress import progress_bar
 from .core import IGNORE_INDEX, seed_everything, get_device, show_progress
 from .files import module_fingerprint
 from .formats import load_mask
-from .data import normalize, MaskCropDataset, WSSSEvalDataset, WSSSDataLoader, load_dataset
+from .data import normalize, MaskCropDataset, WSSSEvalDataset, train_valid_dls, load_dataset
 from .model import load_lite0_weights
 from .evaluate import as_dataset, split_names, confusion_matrix, miou_from_confusion
 from .crf import crf_inference, save_mask_png, png_done
 from .cams import parse_shard
-from .train import unwrap_model, ResumeCheckpoint, NonFiniteGuard, LineLog, read_checkpoint, fit_resumable
+from .train import (unwrap_model, ResumeCheckpoint, NonFiniteGuard, LineLog, read_checkpoint, fit_resumable,
+                          training_device)
 
 # %% auto #0
 __all__ = ['SegNet', 'seg_loss', 'SegLoss', 'SegmIoU', 'seg_dls', 'fit_seg', 'load_seg_model', 'seg_probs', 'predict_masks',
@@ -116,12 +117,7 @@ def seg_dls(label_dir:str|Path, # pseudo masks of the training images, `{name}.p
         if n_valid is not None and n_valid < len(vds):
             vds = vds.subset(np.linspace(0, len(vds) - 1, n_valid).round().astype(int).tolist())
         val_ds = WSSSEvalDataset(vds, size, norm=norm)
-    device = get_device(device)
-    trn = WSSSDataLoader(trn_ds, bs=bs, shuffle=True, drop_last=len(trn_ds) >= bs, num_workers=num_workers)
-    val = WSSSDataLoader(val_ds, bs=bs, shuffle=False, num_workers=num_workers)
-    import random
-    trn.rng, val.rng = random.Random(seed), random.Random(seed + 1)
-    dls = DataLoaders(trn, val, path=getattr(ds, 'root', '.'), device=device)
+    dls = train_valid_dls(trn_ds, val_ds, bs, seed, device, num_workers, path=getattr(ds, 'root', '.'))
     dls.classes, dls.n_classes, dls.norm, dls.size = tuple(ds.classes), ds.n_classes, norm, size
     return dls
 
@@ -142,9 +138,7 @@ def fit_seg(source, # dataset folder or `SegDataset`
     ds = as_dataset(source, split)
     names = split_names(ds, None, n_images)
     seed_everything(seed)
-    if distributed is None: distributed = int(os.environ.get('WORLD_SIZE', '1')) > 1
-    if distributed and device is None and torch.cuda.is_available(): device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    device = get_device(device)
+    device, distributed = training_device(device, distributed)
     model = SegNet(ds.n_classes, arch, encoder, pretrained)
     dls = seg_dls(label_dir, ds, split, names, bs=bs, size=size, valid_split=valid_split, n_valid=n_valid,
                   norm=model.norm, num_workers=num_workers, seed=seed, device=device)

@@ -32,8 +32,8 @@ from .files import atomic_write, clean_stale_tmps, torch_load
 
 # %% auto #0
 __all__ = ['batch_valid', 'POTLoss', 'POTCallback', 'NonFiniteGuard', 'LineLog', 'cams_for_eval', 'CAMmIoU', 'unwrap_model',
-           'ResumeCheckpoint', 'save_learner', 'save_checkpoint', 'load_checkpoint', 'distributed_ctx', 'arch_norm',
-           'fit_pot', 'load_pot_model', 'read_checkpoint', 'fit_resumable']
+           'ResumeCheckpoint', 'save_learner', 'save_checkpoint', 'load_checkpoint', 'training_device',
+           'distributed_ctx', 'arch_norm', 'fit_pot', 'load_pot_model', 'read_checkpoint', 'fit_resumable']
 
 # %% ../nbs/09_train.ipynb #9a121ff1
 def batch_valid(extra)->torch.Tensor|None:
@@ -293,6 +293,17 @@ def load_checkpoint(learn:Learner, path:str|Path, with_opt:bool=True, with_rng:b
 def _launched_distributed()->bool:
     return int(os.environ.get('WORLD_SIZE', '1')) > 1
 
+def training_device(device=None, # 'cpu', 'cuda:1', ... or None for the best available
+                    distributed:bool|None=None # several processes; None: when launched by torchrun/accelerate
+                   )->tuple[torch.device, bool]:
+    "The device a training process uses (under torchrun: GPU `LOCAL_RANK`, made current) and whether it is distributed."
+    if distributed is None: distributed = _launched_distributed()
+    if distributed and device is None and torch.cuda.is_available():   # one GPU per process
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    device = get_device(device)
+    if device.type == 'cuda': torch.cuda.set_device(device)
+    return device, distributed
+
 try:
     from fastai.distributed import DistributedDL, DistributedTrainer
     class WSSSDistributedDL(DistributedDL):
@@ -362,11 +373,7 @@ def fit_pot(source, # a VOC-layout folder (path) or fastai `DataLoaders` from `w
     cfg = POTConfig.preset(cfg) if isinstance(cfg, str) else (cfg or POTConfig())
     cfg = cfg.replace(**{k: kw.pop(k) for k in list(kw) if k in option_names()})
     seed_everything(seed, deterministic=deterministic)
-    if distributed is None: distributed = _launched_distributed()
-    if distributed and device is None and torch.cuda.is_available():   # one GPU per process
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    device = get_device(device)
-    if device.type == 'cuda': torch.cuda.set_device(device)
+    device, distributed = training_device(device, distributed)
     if isinstance(source, DataLoaders): dls = source
     else: dls = wsss_dls(source, bs=bs, size=size, norm=arch_norm(arch), num_workers=num_workers, n_valid=n_valid,
                          seed=seed, device=device, train_split=train_split, valid_split=valid_split)
