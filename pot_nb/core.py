@@ -22,11 +22,15 @@ VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', '
 
 COCO_CLASSES = ('person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck', 'boat',
                 'traffic light', 'fire hydrant', 'stop sign', 'parking meter', 'bench', 'bird', 'cat', 'dog',
-                'horse', 'sheep', 'cow', 'elephant', 'bear', 'zebra', 'giraffe', 'backpack', 'umbrella', 'handbag',
+                'horse', 'sheep', 'cow', 'elephant', 'bear', 'zebra', 'giraffe', 'backpack', 'umbrella',
+                'handbag',
                 'tie', 'suitcase', 'frisbee', 'skis', 'snowboard', 'sports ball', 'kite', 'baseball bat',
-                'baseball glove', 'skateboard', 'surfboard', 'tennis racket', 'bottle', 'wine glass', 'cup', 'fork',
-                'knife', 'spoon', 'bowl', 'banana', 'apple', 'sandwich', 'orange', 'broccoli', 'carrot', 'hot dog',
-                'pizza', 'donut', 'cake', 'chair', 'couch', 'potted plant', 'bed', 'dining table', 'toilet', 'tv',
+                'baseball glove', 'skateboard', 'surfboard', 'tennis racket', 'bottle', 'wine glass', 'cup',
+                'fork',
+                'knife', 'spoon', 'bowl', 'banana', 'apple', 'sandwich', 'orange', 'broccoli', 'carrot',
+                'hot dog',
+                'pizza', 'donut', 'cake', 'chair', 'couch', 'potted plant', 'bed', 'dining table', 'toilet',
+                'tv',
                 'laptop', 'mouse', 'remote', 'keyboard', 'cell phone', 'microwave', 'oven', 'toaster', 'sink',
                 'refrigerator', 'book', 'clock', 'vase', 'scissors', 'teddy bear', 'hair drier', 'toothbrush')
 
@@ -84,7 +88,8 @@ def get_device(device:str|torch.device|None=None # 'cpu', 'cuda', 'cuda:1', 'mps
             raise RuntimeError(f'device {device} was asked for but CUDA is not available on this machine')
         return device
     if torch.cuda.is_available(): return torch.device('cuda')
-    if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return torch.device('mps')
+    if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available():
+        return torch.device('mps')
     return torch.device('cpu')
 
 # %% ../nbs/00_core.ipynb #425b0c82
@@ -101,7 +106,8 @@ def mask_by_labels(cam:torch.Tensor, # (B, C, h, w)
                   )->torch.Tensor: # (B, C, h, w), zero where the image lacks the class
     "Zero the maps of the classes an image does not contain."
     if labels.shape != cam.shape[:2]:
-        raise ValueError(f'labels shape {tuple(labels.shape)} does not match the CAM batch/classes {tuple(cam.shape[:2])}')
+        raise ValueError(f'labels shape {tuple(labels.shape)} does not match the CAM batch/classes '
+                         f'{tuple(cam.shape[:2])}')
     return cam * labels.to(cam.dtype)[..., None, None]
 
 #| export
@@ -130,7 +136,8 @@ def _run_as_script(frame)->bool:
 def run_command(main, # called without arguments: does the work (parses `sys.argv` itself)
                 prog:str|None=None # the command's name in messages (default: from `sys.argv[0]`)
                ):
-    "Run `main()` as a shell command: exit status 0 on success; on an error one line on stderr and exit status 1."
+    """Run `main()` as a shell command: exit status 0 on success; on an error one line on stderr and exit
+    status 1."""
     import sys, traceback
     prog = prog or os.path.basename(sys.argv[0])
     try: main()
@@ -164,13 +171,15 @@ def config_flags(parser, # an `argparse.ArgumentParser`
     group = parser.add_argument_group(f'{config.__name__} options')
     for f in dataclasses.fields(config):
         group.add_argument(f'--{f.name}', type=_flag_type(types[f.name]), default=None,
-                           help=f"{docs.get(f.name) or ''} (default: {f.default if default is None else default})".strip())
+                           help=f"{docs.get(f.name) or ''} (default: "
+                                f"{f.default if default is None else default})".strip())
     return parser
 
 def command(func=None, # the function; its annotated, commented arguments become flags
             config=None, # a dataclass whose fields become flags too, passed to `func` as keywords when set
             config_default:str|None=None): # the help's default of those flags, when not the fields' own
-    "Make `func` a console script (flags from its annotated arguments) that exits 0 on success and 1 with one line on failure."
+    """Make `func` a console script (flags from its annotated arguments) that exits 0 on success and 1 with
+    one line on failure."""
     import functools, inspect
     if func is None: return functools.partial(command, config=config, config_default=config_default)
     sig = inspect.signature(func)
@@ -181,8 +190,10 @@ def command(func=None, # the function; its annotated, commented arguments become
         def main():
             if argv_style: return func()
             from fastcore.script import anno_parser
-            shown = functools.wraps(func)(lambda *a, **k: None)           # the flags: every argument but `**kw`
-            shown.__signature__ = sig.replace(parameters=[p for p in sig.parameters.values() if p.kind != p.VAR_KEYWORD])
+            # the flags: every argument but `**kw`
+            shown = functools.wraps(func)(lambda *a, **k: None)
+            params = [p for p in sig.parameters.values() if p.kind != p.VAR_KEYWORD]
+            shown.__signature__ = sig.replace(parameters=params)
             parser = anno_parser(shown)
             if config is not None: config_flags(parser, config, config_default)
             ns = vars(parser.parse_args())
@@ -197,14 +208,16 @@ def warn_user(message:str, # the warning
              ):
     "`warnings.warn` attributed to the first caller outside the `pot_nb` package."
     import sys, warnings, pot_nb
-    pkg, level, f = os.path.dirname(os.path.abspath(pot_nb.__file__)), 2, sys._getframe(1)   # 2: warn_user's caller
+    # 2: warn_user's caller
+    pkg, level, f = os.path.dirname(os.path.abspath(pot_nb.__file__)), 2, sys._getframe(1)
     while f is not None and os.path.dirname(os.path.abspath(f.f_code.co_filename)) == pkg:
         f, level = f.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)
 
 # %% ../nbs/00_core.ipynb #5891d0f9
 def show_progress()->bool:
-    "Whether to draw progress bars: in a notebook or on a terminal, not when the output goes to a file or a pipe."
+    """Whether to draw progress bars: in a notebook or on a terminal, not when the output goes to a file or a
+    pipe."""
     import sys
     force = os.environ.get('POT_NB_PROGRESS')
     if force in ('0', '1'): return force == '1'

@@ -25,7 +25,8 @@ def norm_cam(cam:torch.Tensor, # (B, C, h, w) raw classifier CAM
              labels:torch.Tensor, # (B, C) multi-hot image labels
              eps:float=1e-5 # added to each map's maximum (see `max_norm`)
             )->torch.Tensor: # (B, C+1, h, w) in [0, 1], background `1 − max` in channel 0
-    "The normalised classifier CAM `Ã`: ReLU, per-map max-normalisation, label masking, background in channel 0."
+    """The normalised classifier CAM `Ã`: ReLU, per-map max-normalisation, label masking, background in
+    channel 0."""
     if cam.ndim != 4: raise ValueError(f'norm_cam: cam must be (B, C, h, w), got shape {tuple(cam.shape)}')
     return add_background(mask_by_labels(max_norm(cam, eps), labels))
 
@@ -36,7 +37,8 @@ def seed_map(ncam:torch.Tensor, # (B, C+1, h, w) normalised CAM from `norm_cam`
             )->torch.Tensor: # (B, h, w) long: seed channel in 0..C (0 = background), -1 outside `valid`
     "Seed class of every pixel: argmax over the image's classes (background included) of `Ã·y`."
     lab = labels_with_bg(labels) > 0
-    s = ncam.detach().masked_fill(~lab[..., None, None], -1.).max(1).indices   # first maximum, as argmax; faster on CPUs
+    # first maximum, as argmax; faster on CPUs
+    s = ncam.detach().masked_fill(~lab[..., None, None], -1.).max(1).indices
     return s if valid is None else s.masked_fill(~valid.bool(), -1)
 
 # %% ../nbs/05_prototypes.ipynb #cf2e439c
@@ -80,39 +82,48 @@ def pick_seeds(ncam:torch.Tensor, # (B, C+1, h, w) normalised CAM
 def loop_prototype_cams(feat:torch.Tensor, # (B, D, h, w) hierarchical features
                         cam:torch.Tensor, # (B, C, h, w) raw classifier CAMs
                         labels:torch.Tensor, # (B, C) multi-hot image labels
-                        n_clusters:int=2, eps:float=0.05, tau:float=0.1, kmeans_iters:int=30, kmeans_tol:float=1e-4,
+                        n_clusters:int=2, eps:float=0.05, tau:float=0.1, kmeans_iters:int=30,
+                        kmeans_tol:float=1e-4,
                         sinkhorn_iters:int=100, sinkhorn_tol:float=1e-4, seed:int=0,
                         sinkhorn_domain:str='auto', # 'auto' (as the batched step) or 'log'
                         seeds:str='cam', # 'cam' (CAM argmax) or 'structure' (SIPE's IoU rule)
                         bg_contrast:bool=True, # re-activate by the margin over the background prototypes
                         kmeans=kmeans_single, # the per-group k-means (a benchmark passes a timed one)
                         sinkhorn=sinkhorn_single # the per-group Sinkhorn
-                       )->dict: # cams (B, C+1, h, w); km_iters, ot_iters (per group); km_cos (mean seed-to-centre cosine)
-    "The prototype step written plainly: a loop over images and their classes, one k-means and one Sinkhorn per group."
+                       )->dict: # cams (B, C+1, h, w); km_iters, ot_iters (per group); km_cos (seed-centre cosine)
+    """The prototype step written plainly: a loop over images and their classes, one k-means and one Sinkhorn
+    per group."""
     B, D, h, w = feat.shape
     g = torch.Generator().manual_seed(seed)
     present = labels_with_bg(labels)
-    seed_of = pick_seeds(norm_cam(cam, labels), feat, labels, None, seeds).flatten(1)  # (B, N): class of each seed
+    # (B, N): class of each seed
+    seed_of = pick_seeds(norm_cam(cam, labels), feat, labels, None, seeds).flatten(1)
     out = feat.new_zeros(B, present.shape[1], h * w)
     km_iters, ot_iters, cos_sum, n_seeds = [], [], 0., 0
     for b in range(B):
         pixels = F.normalize(feat[b].flatten(1).T, dim=-1)                              # (N, D) unit features
-        bg_best = 0.                                                                    # channel 0 comes first
+        # channel 0 comes first
+        bg_best = 0.
         for c in present[b].nonzero()[:, 0].tolist():
-            x = pixels[seed_of[b] == c]                                                 # 1. this class's seeds
+            # 1. this class's seeds
+            x = pixels[seed_of[b] == c]
             if len(x) == 0: continue                                                    # no seed: zero CAM
             assign, counts, it = kmeans(x, n_clusters, kmeans_iters, kmeans_tol, g)     # 2. cluster them
             km_iters.append(it)
-            protos = F.normalize(x.new_zeros(n_clusters, D).index_add_(0, assign, x), dim=-1)   # 3. prototypes
+            # 3. prototypes
+            protos = F.normalize(x.new_zeros(n_clusters, D).index_add_(0, assign, x), dim=-1)
             cos_sum, n_seeds = cos_sum + float((x * protos[assign]).sum()), n_seeds + len(x)
             sim = pixels @ protos.T                                                     # 4. similarity (N, K)
             s = sim.masked_fill(~(counts > 0), -math.inf) / tau
             a = torch.softmax(s.amax(-1), 0)                                            # pixel masses
             bm = a @ torch.softmax(s, -1)                                               # prototype masses
-            T, it = sinkhorn(1 - sim, a, bm, eps, sinkhorn_iters, sinkhorn_tol, domain=sinkhorn_domain)  # 5. OT
+            # 5. OT
+            T, it = sinkhorn(1 - sim, a, bm, eps, sinkhorn_iters, sinkhorn_tol, domain=sinkhorn_domain)
             ot_iters.append(it)
-            q = T / a[:, None]                                                          # each pixel's assignment
-            if c == 0: bg_best = sim.amax(-1).clamp_min(0)                              # best background similarity
+            # each pixel's assignment
+            q = T / a[:, None]
+            # best background similarity
+            if c == 0: bg_best = sim.amax(-1).clamp_min(0)
             margin = sim - bg_best[:, None] if (bg_contrast and c > 0) else sim
             out[b, c] = (q * torch.relu(margin)).sum(-1)                                # 6. re-activation
     return dict(cams=max_norm(out.view(B, -1, h, w)), km_iters=km_iters, ot_iters=ot_iters,
@@ -142,7 +153,8 @@ def make_groups(labels:torch.Tensor, # (B, C) multi-hot image labels
     if scope not in ('image', 'batch'): raise ValueError(f"scope must be 'image' or 'batch', got {scope!r}")
     B, dev = labels.shape[0], labels.device
     lab = labels_with_bg(labels) > 0                                      # (B, C+1)
-    groups = lab.nonzero()                                                # (P, 2) sorted by image, then channel
+    # (P, 2) sorted by image, then channel
+    groups = lab.nonzero()
     P, ar = len(groups), torch.arange(len(groups), device=dev)
     seeds = seeds.flatten(1)                                              # (B, N)
     if scope == 'image':
@@ -171,11 +183,12 @@ def cluster_seeds(feats:torch.Tensor, # (B, N, D) unit-norm pixel features
                   n_iters:int=30, # k-means iteration cap
                   tol:float=1e-4, # k-means tolerance (see `batched_kmeans`)
                   seed:int=0, # k-means++ seed
-                  scale:torch.Tensor|None=None, # (B, N) 1/‖f‖ when `feats` is not unit-norm (e.g. a view of the raw maps)
+                  scale:torch.Tensor|None=None, # (B, N) 1/‖f‖ when `feats` is not unit-norm (e.g. the raw maps)
                   return_result:bool=False, # also return the `KMeansResult` (per-set iterations, counts)
-                  normalise:bool=False # `feats` is not unit-norm: normalise the seed features inside (the result's `inv_norm`)
-                 )->tuple: # (slot (B, N) long: g*K + k for seed pixels, -1 elsewhere; most k-means iterations run[, result])
-    "Cluster the seed features of every prototype set into `layout.k` clusters in one call on the compacted seeds."
+                  normalise:bool=False # normalise the seed features inside (the result's `inv_norm`)
+                 )->tuple: # slot (B, N): g*K + k on seeds, -1 elsewhere; most k-means iterations[; result]
+    """Cluster the seed features of every prototype set into `layout.k` clusters in one call on the compacted
+    seeds."""
     B, N, D = feats.shape
     k, G = layout.k, len(layout.set_cls)
     ss = layout.seed_set.reshape(B * N)
@@ -183,9 +196,11 @@ def cluster_seeds(feats:torch.Tensor, # (B, N, D) unit-norm pixel features
     if k == 1 or not bool((ss >= 0).any()): return (slot.view(B, N), 0) + ((None,) if return_result else ())
     table = torch.full((layout.n_blocks, layout.n_rows), -1, dtype=torch.long, device=feats.device)
     table[layout.set_img, layout.set_row] = torch.arange(G, device=feats.device)
-    block = torch.arange(B, device=feats.device) if layout.n_blocks == B else torch.zeros(B, dtype=torch.long, device=feats.device)
+    if layout.n_blocks == B: block = torch.arange(B, device=feats.device)
+    else: block = torch.zeros(B, dtype=torch.long, device=feats.device)
     row = torch.where(ss >= 0, layout.set_row[ss.clamp_min(0)], -1).view(B, N)
-    kmeans_out = kmeans_image_groups(feats, row, block, table, G, k, n_iters=n_iters, seed=seed, tol=tol, scale=scale, normalise=normalise)
+    kmeans_out = kmeans_image_groups(feats, row, block, table, G, k, n_iters=n_iters, seed=seed, tol=tol,
+                                     scale=scale, normalise=normalise)
     slot = torch.where(kmeans_out.assign.view(-1) >= 0, slot + kmeans_out.assign.view(-1), -1)
     return (slot.view(B, N), int(kmeans_out.n_iters)) + ((kmeans_out,) if return_result else ())
 
@@ -197,7 +212,7 @@ def _blocks(layout:ProtoGroups, B:int, device)->torch.Tensor:
 def cluster_prototypes(feats:torch.Tensor, # (B, N, D) unit-norm pixel features (gradient flows through), any strides
                        slot:torch.Tensor, # (B, N) long from `cluster_seeds` (-1 = not a seed)
                        n_slots:int, # G*K
-                       layout:ProtoGroups|None=None, # from `make_groups`: sum per image with one `bmm` (no gather of rows)
+                       layout:ProtoGroups|None=None, # from `make_groups`: sum per image with one `bmm` (no gather)
                        scale:torch.Tensor|None=None # (B, N) per-pixel factor (1/‖f‖) when `feats` is not unit-norm
                       )->tuple: # (protos (G*K, D) unit norm or zero, counts (G*K,) long)
     "Normalised mean of the features in each cluster slot, differentiable with respect to `feats`."
@@ -213,7 +228,8 @@ def cluster_prototypes(feats:torch.Tensor, # (B, N, D) unit-norm pixel features 
     else:                                                      # (B, R·K, N) weights × (B, N, D) features
         k = layout.k
         r = torch.where(keep, layout.set_row[(s // k).clamp_min(0)] * k + s.clamp_min(0) % k, 0).view(B, N)
-        W = feats.new_zeros(B, layout.n_rows * k, N).scatter(1, r[:, None, :], (w * keep.view(B, N))[:, None, :])
+        W = feats.new_zeros(B, layout.n_rows * k, N).scatter(1, r[:, None, :],
+                                                             (w * keep.view(B, N))[:, None, :])
         S = torch.bmm(W, feats)
         S = S.new_zeros(layout.n_blocks, layout.n_rows * k, D).index_add(0, _blocks(layout, B, feats.device), S)
         sums = S.view(layout.n_blocks, layout.n_rows, k, D)[layout.set_img, layout.set_row].reshape(n_slots, D)
@@ -228,8 +244,10 @@ def group_similarity(feats:torch.Tensor, # (B, N, D) unit-norm pixel features, a
     "Cosine similarity of each group's pixels to the group's K prototypes, via one batched matmul."
     B, N, D = feats.shape
     G, k = len(layout.set_cls), layout.k
-    table = protos.new_zeros(layout.n_blocks, layout.n_rows, k, D).index_put((layout.set_img, layout.set_row), protos.view(G, k, D))
-    tab = table.view(layout.n_blocks, layout.n_rows * k, D)[_blocks(layout, B, feats.device)]           # (B, R*K, D)
+    table = protos.new_zeros(layout.n_blocks, layout.n_rows, k, D).index_put((layout.set_img, layout.set_row),
+                                                                             protos.view(G, k, D))
+    # (B, R*K, D)
+    tab = table.view(layout.n_blocks, layout.n_rows * k, D)[_blocks(layout, B, feats.device)]
     sims = torch.bmm(tab, feats.transpose(1, 2))                                              # (B, R*K, N)
     if scale is not None: sims = sims * scale[:, None, :].to(sims.dtype)
     return sims[layout.groups[:, 0, None], layout.col].transpose(1, 2)                             # (P, N, K)
@@ -245,7 +263,7 @@ def cluster_assignment(sim:torch.Tensor, # (P, N, K) cosine similarities (detach
                   n_iters:int=100, # Sinkhorn iteration cap
                   tol:float=1e-4, # Sinkhorn marginal-error tolerance
                   return_info:bool=False # also return the `sinkhorn` info of the groups that were solved
-                 )->tuple: # (q (P, N, K) rows summing to 1 on masked pixels of groups with prototypes, Sinkhorn iterations[, info])
+                 )->tuple: # q (P, N, K), rows summing to 1 on masked pixels; Sinkhorn iterations[; info]
     "Per-pixel cluster assignment `q = T / a` from a batched, log-domain Sinkhorn plan."
     if marginals not in ('similarity', 'uniform'):
         raise ValueError(f"marginals must be 'similarity' or 'uniform', got {marginals!r}")
@@ -281,17 +299,23 @@ def background_similarity(sim:torch.Tensor, # (P, N, K) cosine similarities of e
                          )->torch.Tensor: # (P, N): 0 for background groups
     "Each pixel's best similarity to its image's background prototypes (≥ 0, constant), for every group."
     bg = groups[:, 1] == 0
-    s = sim[bg].detach().masked_fill(~valid_k[bg][:, None, :], -math.inf).amax(-1).clamp_min(0)   # (B, N), image order
+    # (B, N), image order
+    s = sim[bg].detach().masked_fill(~valid_k[bg][:, None, :], -math.inf).amax(-1).clamp_min(0)
     return s[groups[:, 0]].masked_fill(bg[:, None], 0.)
 
 # %% ../nbs/05_prototypes.ipynb #bfd60612
 class ProtoOutput(NamedTuple):
-    "Everything `prototype_cams` computes (P groups, G prototype sets, K clusters; see the shape table above)."
-    cams:torch.Tensor        # (B, C+1, h, w) max-normalised, label-masked prototype CAMs, background in channel 0
-    weight:torch.Tensor      # (B, C+1, h, w) assignment confidence 1 − H(q)/log K (constant); 0 where no prototype
+    """Everything `prototype_cams` computes (P groups, G prototype sets, K clusters; see the shape table
+    above)."""
+    # (B, C+1, h, w) max-normalised, label-masked prototype CAMs, background in channel 0
+    cams:torch.Tensor
+    # (B, C+1, h, w) assignment confidence 1 − H(q)/log K (constant); 0 where no prototype
+    weight:torch.Tensor
     seeds:torch.Tensor       # (B, h, w) long seed channel per pixel (0 = background), -1 outside `valid`
-    assign:torch.Tensor      # (B, C+1, h, w) long cluster k with the largest q_ik for each present class, -1 elsewhere
-    slot:torch.Tensor        # (B, h, w) long k-means cluster of each seed pixel as g*K + k (set g), -1 for non-seeds
+    # (B, C+1, h, w) long cluster k with the largest q_ik for each present class, -1 elsewhere
+    assign:torch.Tensor
+    # (B, h, w) long k-means cluster of each seed pixel as g*K + k (set g), -1 for non-seeds
+    slot:torch.Tensor
     q:torch.Tensor           # (P, N, K) assignment of every pixel of group p to its K clusters (constant)
     groups:torch.Tensor      # (P, 2) long (image, channel) of each group
     protos:torch.Tensor      # (G, K, D) unit prototypes, differentiable; zero rows for empty clusters
@@ -300,7 +324,8 @@ class ProtoOutput(NamedTuple):
     ot_iters:int             # Sinkhorn iterations run (0 without OT)
     n_empty:int              # present (image, class) pairs without any prototype (their CAM is zero)
     km_group_iters:torch.Tensor|None = None # (G,) k-means iterations each prototype set ran (None when K = 1)
-    ot_group_iters:torch.Tensor|None = None # (P',) Sinkhorn iterations each solved group needed (None without OT)
+    # (P',) Sinkhorn iterations each solved group needed (None without OT)
+    ot_group_iters:torch.Tensor|None = None
 
 # %% ../nbs/05_prototypes.ipynb #a7c3e91f
 class _KnownInvNorm(torch.autograd.Function):
@@ -341,16 +366,19 @@ def known_prototypes(feats:torch.Tensor, # (B, N, D) pixel features (any strides
                      protos:torch.Tensor, # (G*K, D) the value: the k-means centres of the final assignment
                      slot:torch.Tensor, # (B, N) long cluster slot of each seed pixel, -1 elsewhere
                      layout:ProtoGroups # from `make_groups`
-                    )->torch.Tensor: # `protos`, with the gradient of `cluster_prototypes(feats, slot, ..., layout, inv)`
-    "The k-means centres are the prototypes (normalised mean of each cluster): use them, and differentiate as `cluster_prototypes`."
-    if not (torch.is_grad_enabled() and (feats.requires_grad or inv.requires_grad)): return protos.to(feats.dtype)
+                    )->torch.Tensor: # `protos`, with the gradient of `cluster_prototypes`
+    """The k-means centres are the prototypes (normalised mean of each cluster): use them, and differentiate
+    as `cluster_prototypes`."""
+    if not (torch.is_grad_enabled() and (feats.requires_grad or inv.requires_grad)):
+        return protos.to(feats.dtype)
     return _KnownPrototypes.apply(feats, inv, protos.to(feats.dtype), slot, layout)
 
 # %% ../nbs/05_prototypes.ipynb #a5840ad8
 def _pixel_norm(f:torch.Tensor, # (B, D, N) channels-first features
                 chunk:int=64 # channels per step
                )->torch.Tensor: # (B, N) Euclidean norm over D, differentiable
-    "Norm of every pixel's feature, summed over channel chunks: a reduction over the strided channel axis in one go is slow on CPUs."
+    """Norm of every pixel's feature, summed over channel chunks: a reduction over the strided channel axis in
+    one go is slow on CPUs."""
     acc = f.new_zeros(f.shape[0], f.shape[2])
     for d in range(0, f.shape[1], chunk):
         x = f[:, d:d + chunk]
@@ -359,7 +387,8 @@ def _pixel_norm(f:torch.Tensor, # (B, D, N) channels-first features
 
 # %% ../nbs/05_prototypes.ipynb #28a9efaf
 def _argmax_last(x:torch.Tensor)->torch.Tensor:
-    "`x.argmax(-1)` (first maximum) for a short last axis of any stride: K − 1 comparisons (argmax over a strided axis is slow on CPUs)."
+    """`x.argmax(-1)` (first maximum) for a short last axis of any stride: K − 1 comparisons (argmax over a
+    strided axis is slow on CPUs)."""
     best, idx = x[..., 0], torch.zeros(x.shape[:-1], dtype=torch.long, device=x.device)
     for j in range(1, x.shape[-1]):
         up = x[..., j] > best
@@ -386,27 +415,38 @@ def prototype_cams(feat:torch.Tensor, # (B, D, h, w) hierarchical feature
                   )->ProtoOutput:
     "Prototype CAMs of a batch: seeds → batched k-means prototypes → similarity-aware OT → re-activation."
     if feat.ndim != 4 or cam.ndim != 4:
-        raise ValueError(f'prototype_cams: feat and cam must be 4-d, got {tuple(feat.shape)} and {tuple(cam.shape)}')
+        raise ValueError(f'prototype_cams: feat and cam must be 4-d, got {tuple(feat.shape)} and '
+                         f'{tuple(cam.shape)}')
     B, D, h, w = feat.shape
     if cam.shape[0] != B or cam.shape[2:] != feat.shape[2:]:
-        raise ValueError(f'prototype_cams: cam {tuple(cam.shape)} must be (B, C, h, w) on the feature grid {(B, h, w)}')
+        raise ValueError(f'prototype_cams: cam {tuple(cam.shape)} must be (B, C, h, w) on the feature grid '
+                         f'{(B, h, w)}')
     if labels.shape != cam.shape[:2]:
-        raise ValueError(f'prototype_cams: labels {tuple(labels.shape)} must be (B, C) = {tuple(cam.shape[:2])}')
+        raise ValueError(f'prototype_cams: labels {tuple(labels.shape)} must be (B, C) = '
+                         f'{tuple(cam.shape[:2])}')
     if n_clusters < 1: raise ValueError(f'prototype_cams: n_clusters must be >= 1, got {n_clusters}')
     C1, N, k = cam.shape[1] + 1, h * w, n_clusters
     pix = torch.ones(B, N, dtype=torch.bool, device=feat.device) if valid is None else valid.bool().reshape(B, N)
-    smap = pick_seeds(norm_cam(cam.detach(), labels), feat, labels, None if valid is None else valid.bool(), seeds)
+    smap = pick_seeds(norm_cam(cam.detach(), labels), feat, labels, None if valid is None else valid.bool(),
+                      seeds)
     layout = make_groups(labels, smap, k, scope)
     groups, G = layout.groups, len(layout.set_cls)
-    feats = feat.flatten(2).transpose(1, 2)                                                 # (B, N, D) view, no copy
-    with record_function('pot_nb.kmeans'):                                                # labels for profilers
-        slot, n_iters, kmeans_out = cluster_seeds(feats.detach(), layout, kmeans_iters, kmeans_tol, seed, return_result=True, normalise=True)
+    # (B, N, D) view, no copy
+    feats = feat.flatten(2).transpose(1, 2)
+    # labels for profilers
+    with record_function('pot_nb.kmeans'):
+        slot, n_iters, kmeans_out = cluster_seeds(feats.detach(), layout, kmeans_iters, kmeans_tol, seed,
+                                                  return_result=True, normalise=True)
     if kmeans_out is None:                                       # K = 1 (or no seed): no k-means ran
-        inv = 1 / _pixel_norm(feat.flatten(2)).clamp_min(1e-12)                           # (B, N): feats·inv is unit
-        protos, counts = cluster_prototypes(feats, slot, G * k, layout, inv)                     # (G*K, D), (G*K,)
+        # (B, N): feats·inv is unit
+        inv = 1 / _pixel_norm(feat.flatten(2)).clamp_min(1e-12)
+        # (G*K, D), (G*K,)
+        protos, counts = cluster_prototypes(feats, slot, G * k, layout, inv)
     else:                                                # norms and prototypes are by-products of the k-means
-        inv = known_inv_norm(feat.flatten(2), kmeans_out.inv_norm)                               # 0 off the seeds (invalid pixels)
-        protos, counts = known_prototypes(feats, inv, kmeans_out.centers.reshape(G * k, D), slot, layout), kmeans_out.counts.reshape(-1)
+        # 0 off the seeds (invalid pixels)
+        inv = known_inv_norm(feat.flatten(2), kmeans_out.inv_norm)
+        protos, counts = known_prototypes(feats, inv, kmeans_out.centers.reshape(G * k, D), slot,
+                                          layout), kmeans_out.counts.reshape(-1)
     sim = group_similarity(feats, protos, layout, inv)                                           # (P, N, K)
     valid_k = (counts > 0).view(G, k)[layout.set_of]                                         # (P, K)
     mask = pix[groups[:, 0]]                                                             # (P, N)
@@ -416,7 +456,8 @@ def prototype_cams(feat:torch.Tensor, # (B, D, h, w) hierarchical feature
     if k == 1: q = valid_k[:, None, :].to(sim.dtype) * live[..., None]
     elif use_ot:
         with record_function('pot_nb.ot'):
-            q, ot_iters, info = cluster_assignment(sim, mask, valid_k, marginals, eps, tau, sinkhorn_iters, sinkhorn_tol, True)
+            q, ot_iters, info = cluster_assignment(sim, mask, valid_k, marginals, eps, tau, sinkhorn_iters,
+                                                   sinkhorn_tol, True)
     else:
         best = _argmax_last(sim.detach().masked_fill(~valid_k[:, None, :], -float('inf')))
         q = F.one_hot(best, k).to(sim.dtype) * live[..., None]
@@ -428,9 +469,11 @@ def prototype_cams(feat:torch.Tensor, # (B, D, h, w) hierarchical feature
     am = torch.where(live > 0, _argmax_last(q), -1)
     assign = torch.full((B, C1, N), -1, dtype=torch.long, device=feat.device)
     assign[groups[:, 0], groups[:, 1]] = am
-    return ProtoOutput(assemble_cams(m, groups, shape), weight, smap, assign.view(shape), slot.view(B, h, w), q, groups,
+    return ProtoOutput(assemble_cams(m, groups, shape), weight, smap, assign.view(shape), slot.view(B, h, w),
+                       q, groups,
                        protos.view(G, k, D), counts.view(G, k), n_iters, ot_iters, int((~has).sum()),
-                       None if kmeans_out is None else kmeans_out.group_iters, None if info is None else info['group_iters'])
+                       None if kmeans_out is None else kmeans_out.group_iters,
+                       None if info is None else info['group_iters'])
 
 # %% ../nbs/05_prototypes.ipynb #a9e8875f
 def two_part_example(size:int=24, # grid side h = w
