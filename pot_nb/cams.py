@@ -139,6 +139,7 @@ def _done(path:Path, label:np.ndarray, settings:str, save_all:bool=False)->bool:
                       f'{np.nonzero(np.asarray(label) > 0)[0].tolist()}; computing it again'); return False
     return True
 
+# %% ../nbs/10_cams.ipynb #b508bac0
 def _check_classes(model, cfg:dict, ds):
     """The model must score the dataset's classes: same number, and the same names when the checkpoint lists
     them."""

@@ -70,6 +70,7 @@ def pot_cams(ckpt:str, # checkpoint written by pot_train / fit_pot
     print(f'CAMs in {d}')
     return d
 
+# %% ../nbs/12_cli.ipynb #25c2710b
 @command
 def pot_eval(cam_dir:str, # folder of CAM .npy files, or of mask PNGs with --masks
              data:str, split:str='train',
@@ -86,6 +87,7 @@ def pot_eval(cam_dir:str, # folder of CAM .npy files, or of mask PNGs with --mas
         write_json(json_out, {k: v for k, v in res.items() if k in keep})
     return res
 
+# %% ../nbs/12_cli.ipynb #9ab065a9
 @command
 def pot_pseudo(cam_dir:str, data:str, split:str='train', out:str=None,
                no_crf:store_true=False, # argmax only, no dense CRF
@@ -98,6 +100,7 @@ def pot_pseudo(cam_dir:str, data:str, split:str='train', out:str=None,
     print(f'pseudo labels in {d}')
     return d
 
+# %% ../nbs/12_cli.ipynb #d0dcd20c
 @command
 def pot_irn_train(cam_dir:str, # CAM folder of the training images (pot_cams)
                   data:str, # dataset folder
@@ -118,6 +121,7 @@ def pot_irn_train(cam_dir:str, # CAM folder of the training images (pot_cams)
     print(f"boundary network in {Path(out)/'models'/'irn.ckpt'}")
     return learn
 
+# %% ../nbs/12_cli.ipynb #54d0cbee
 @command
 def pot_irn_labels(ckpt:str, # checkpoint written by pot_irn_train / fit_irn
                    cam_dir:str, data:str, split:str='train',

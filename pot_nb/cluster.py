@@ -79,6 +79,7 @@ def group_members(g:torch.Tensor)->torch.Tensor:
     src = (g >= 0).nonzero()[:, 0]
     return src[torch.argsort(g[src], stable=True)]
 
+# %% ../nbs/03_cluster.ipynb #1c301313
 def _member_rows(g:torch.Tensor, n_groups:int, T:int):
     """Tile layout of the points with groups `g` (-1 = none): (input row of each tile row, -1 = padding; tiles
     per group)."""
@@ -111,6 +112,7 @@ def release_workspace()->int:
     _ws.bufs.clear()
     return n
 
+# %% ../nbs/03_cluster.ipynb #86b6b957
 class _Tiles:
     """Points of `G` groups compacted into tiles of `T` rows, each tile holding points of one group (members in their
     order, zero rows as padding); `x` (nT, T, D) may be a view of the workspace, valid until the next gather."""
@@ -239,6 +241,7 @@ def _init_layout(lay, k:int, seed:int, L:int, dt, return_sims:bool=False):
         w = torch.where(lay.valid & (d > dup), d, torch.zeros_like(d))
     return (centers, sims) if return_sims else centers
 
+# %% ../nbs/03_cluster.ipynb #1734adab
 def _nearest(x:torch.Tensor, C:torch.Tensor, cvalid:torch.Tensor, grp:torch.Tensor)->torch.Tensor:
     """Nearest non-empty centre of every row of the tiles `x` (n, T, D) of groups `grp` (n,), given the groups' centres
     `C` (G, k, D) and which are non-empty (G, k): argmax of the k − 1 products x·(c_j − c_last) and 0, one column
@@ -250,6 +253,7 @@ def _nearest(x:torch.Tensor, C:torch.Tensor, cvalid:torch.Tensor, grp:torch.Tens
     d = torch.cat([torch.bmm(x, W.transpose(1, 2)), x.new_zeros(n, T, 1)], -1)         # (n, T, k)
     return d.masked_fill_(~cvalid.index_select(0, grp)[:, None, :], -math.inf).argmax(-1)
 
+# %% ../nbs/03_cluster.ipynb #2da8d3e0
 def _lloyd_layout(lay, C:torch.Tensor, n_iters:int, tol:float, sims:torch.Tensor|None=None)->tuple:
     """Lloyd steps, each group frozen once its centres move at most `tol`: (C, assign (n_pts,) -1 = none, counts (G, k),
     iterations, group iterations). `sims` (n_pts, k): the points' cosines with `C` if known (the k-means++ computed them).

@@ -21,6 +21,7 @@ def either(names)->str:
     r = [repr(n) for n in names]
     return r[0] if len(r) == 1 else ', '.join(r[:-1]) + ' or ' + r[-1]
 
+# %% ../nbs/05a_config.ipynb #a300462e
 def _check(cfg):
     "Raise `ValueError` naming the first option of `cfg` that is out of range."
     for k, ok in _CHOICES.items():

@@ -150,11 +150,13 @@ def run_command(main, # called without arguments: does the work (parses `sys.arg
             msg = f'{type(e).__name__}: {msg} (POT_NB_TRACEBACK=1 prints the traceback)'
         print(f'{prog}: error: {msg}', file=sys.stderr); raise SystemExit(1)
 
+# %% ../nbs/00_core.ipynb #81195f5e
 def _bool(s:str)->bool:
     "A flag's true/false, yes/no or 1/0; anything else is an invalid value (argparse says so)."
     v = {'true': True, 'yes': True, '1': True, 'false': False, 'no': False, '0': False}.get(s.lower())
     if v is None: raise ValueError(s)
     return v
+
 _bool.__name__ = 'bool'
 
 def _flag_type(anno):
@@ -175,6 +177,7 @@ def config_flags(parser, # an `argparse.ArgumentParser`
                                 f"{f.default if default is None else default})".strip())
     return parser
 
+# %% ../nbs/00_core.ipynb #8e51e2a6
 def command(func=None, # the function; its annotated, commented arguments become flags
             config=None, # a dataclass whose fields become flags too, passed to `func` as keywords when set
             config_default:str|None=None): # the help's default of those flags, when not the fields' own

@@ -52,6 +52,7 @@ def crf_inference(img:np.ndarray, # (H, W, 3) uint8 RGB image
     unary = -np.log(p).reshape(len(p), -1)
     return _densecrf(img, unary, len(p), n_iters, gauss_sxy, gauss_compat, bi_sxy, bi_srgb, bi_compat)
 
+# %% ../nbs/11_crf.ipynb #b9767b6c
 def crf_inference_label(img:np.ndarray, # (H, W, 3) uint8 RGB image
                         labels:np.ndarray, # (H, W) initial labels in 0..n_labels-1
                         n_labels:int, # number of labels
@@ -84,6 +85,7 @@ def _band(labels_hi:np.ndarray, labels_lo:np.ndarray)->np.ndarray:
     conf[(labels_hi == 0) & (labels_lo == 0)] = 0
     return conf
 
+# %% ../nbs/11_crf.ipynb #46126217
 def cams_to_crf_labels(img:np.ndarray, # (H, W, 3) uint8 RGB image
                        high_res:np.ndarray, # (K, H, W) foreground maps in [0, 1]
                        keys:np.ndarray, # (K,) their foreground class indices (0-based)
@@ -174,6 +176,7 @@ def png_done(path:Path, note:str)->bool:
                          f'to another folder')
     return True
 
+# %% ../nbs/11_crf.ipynb #57be32a6
 def label_todo(cam_dir:Path, # folder of `{name}.npy` CAM files
                ds, # the dataset (with `.names`)
                out_dir:Path, # where the label PNGs go (created)
@@ -191,6 +194,7 @@ def label_todo(cam_dir:Path, # folder of `{name}.npy` CAM files
     notes = {n: label_note(cam_dir/f'{n}.npy', settings) for n in names}
     return [(n, notes[n]) for n in names if overwrite or not png_done(out_dir/f'{n}.png', notes[n])]
 
+# %% ../nbs/11_crf.ipynb #bf9a0c2f
 def make_pseudo_labels(cam_dir:str|Path, # folder of `{name}.npy` CAM files
                        source, # dataset (with .names/.read_image) or a dataset folder
                        split:str='train', # split, when `source` is a folder

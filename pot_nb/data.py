@@ -63,6 +63,7 @@ def resize_long(img:np.ndarray, # (H, W, 3) image or (H, W) mask, uint8
     if (nh, nw) == (h, w): return img
     return np.array(Image.fromarray(img).resize((nw, nh), Image.NEAREST if nearest else Image.BILINEAR))
 
+# %% ../nbs/01c_data.ipynb #caf9a511
 _GRAY = torch.tensor([0.299, 0.587, 0.114])
 _YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 
@@ -94,6 +95,7 @@ def color_jitter(img:torch.Tensor, # (3, H, W) uint8 (or float in 0..255)
     out = torch.einsum('ij,jhw->ihw', A, x) + b[:, None, None]
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
+# %% ../nbs/01c_data.ipynb #3bd58d37
 def random_crop(img:torch.Tensor, # (C, H, W): an image, or an image with its masks stacked as extra channels
                 size:int, # crop side
                 rng:np.random.Generator
@@ -141,6 +143,7 @@ class WSSSTrainDataset(torch.utils.data.Dataset):
         x, valid = random_crop(normalize(x, self.norm), self.size, rng)
         return x, torch.from_numpy(it['label']), valid
 
+# %% ../nbs/01c_data.ipynb #2eadc76b
 class WSSSEvalDataset(torch.utils.data.Dataset):
     """Evaluation items `(img (3,S,S) float normalised, label (C,) float, mask (S,S) long, 255 =
     ignore/padding)`."""
@@ -218,6 +221,7 @@ class WSSSDataLoader(DataLoader):
         if hasattr(self.dataset, 'set_epoch'): self.dataset.set_epoch(ep)
         self._epoch = ep + 1
 
+# %% ../nbs/01c_data.ipynb #44f23309
 def wsss_dls(source:str|Path|SegDataset|tuple, # a dataset folder, a training `SegDataset`, or (train, valid)
              bs:int=8, # training batch size
              size:int=320, # crop side (IRN/POT use 512 on VOC)
@@ -259,6 +263,7 @@ def wsss_dls(source:str|Path|SegDataset|tuple, # a dataset folder, a training `S
     dls.classes, dls.n_classes, dls.norm, dls.size = tuple(train_ds.classes), train_ds.n_classes, norm, size
     return dls
 
+# %% ../nbs/01c_data.ipynb #b7fbb9a8
 def train_valid_dls(train_ds, valid_ds, # map-style datasets of `(input, *targets)` items
                     bs:int, seed:int=0, # batch size; the seed of the shuffled order
                     device=None, num_workers:int=0,

@@ -287,6 +287,7 @@ def detect_layout(source:str|Path # a dataset folder
     raise DataError(f'{p}: not a dataset folder: expected classes.txt, JPEGImages/ (VOC layout), VOC2012/ or '
                     f'VOCdevkit/VOC2012/, or train2014/val2014 sub-folders (COCO)')
 
+# %% ../nbs/01b_datasets.ipynb #661b6456
 BUILTIN = {'toy': lambda: make_toy_voc(cache_dir()/'toy'),
            'fmnist': lambda: make_fmnist_wsss(cache_dir()/'fmnist_wsss'),
            'parts': lambda: make_parts_voc(cache_dir()/'parts')}

@@ -96,6 +96,7 @@ SLIDER_STEPS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 3.0)
 def _setting_name(s:dict)->str: return ', '.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k,
                                                  v in s.items())
 
+# %% ../nbs/13_explorer.ipynb #efe94e8e
 class CAMExplorer:
     """Interactive (ipywidgets) or static (matplotlib) view of the classifier CAM, seed clusters, OT
     assignment and prototype CAM."""

@@ -87,6 +87,7 @@ def load_image(path:str|Path # an image file (.jpg, .png, ...)
     except FileNotFoundError: raise DataError(f'{path}: image file not found') from None
     except Exception as e: raise DataError(f'{path}: cannot read image ({type(e).__name__}: {e})') from e
 
+# %% ../nbs/01_formats.ipynb #3d41fe5d
 def _rgb_to_index(rgb:np.ndarray, path)->np.ndarray:
     pal = voc_palette().astype(np.int64)
     keys = (pal[:, 0] << 16) | (pal[:, 1] << 8) | pal[:, 2]
@@ -125,6 +126,7 @@ def load_mask(path:str|Path, # a mask PNG (palette, greyscale, or RGB in VOC col
                             f'{IGNORE_INDEX} = ignore)')
     return m
 
+# %% ../nbs/01_formats.ipynb #6653e23d
 def save_mask(path:str|Path, # where to write the PNG
               mask:np.ndarray, # (H, W) integer class indices in 0..255
               note:str|None=None, # text kept in the PNG (a `pot_nb` text chunk), e.g. the settings that made the mask
@@ -149,12 +151,14 @@ def irn_encode(name:str # an image name, e.g. '2007_000032'
     digits = re.sub(r'\D', '', name)
     return int(digits) if digits else None
 
+# %% ../nbs/01_formats.ipynb #0e0c4c13
 def irn_decode(key:int # IRN integer key of a VOC name
               )->str: # '2007_000032'
     "Back from IRN's integer key to the VOC image name (`YYYY_NNNNNN`)."
     s = str(int(key))
     return f'{s[:4]}_{s[4:]}'
 
+# %% ../nbs/01_formats.ipynb #938399bc
 def load_cls_labels(path:str|Path # a cls_labels.npy
                    )->dict: # name (str) or IRN key (int) -> label vector
     """Load a `cls_labels.npy` dict (without running code from it); keys are normalised to `str`, or `int` for
@@ -171,6 +175,7 @@ def load_cls_labels(path:str|Path # a cls_labels.npy
         out[int(k) if isinstance(k, (int, np.integer)) else str(k)] = v
     return out
 
+# %% ../nbs/01_formats.ipynb #c8fb61f0
 def lookup_label(table:dict, # from `load_cls_labels`
                  name:str # image name
                 ):
@@ -182,6 +187,7 @@ def lookup_label(table:dict, # from `load_cls_labels`
     if tail is not None and int(tail.group(1)) in table: return table[int(tail.group(1))]
     return None
 
+# %% ../nbs/01_formats.ipynb #427a0bda
 def load_xml_labels(path:str|Path, # a VOC Annotations/<name>.xml
                     classes:Sequence[str] # foreground class names
                    )->np.ndarray: # (C,) float32 multi-hot
@@ -197,6 +203,7 @@ def load_xml_labels(path:str|Path, # a VOC Annotations/<name>.xml
         y[classes.index(n)] = 1
     return y
 
+# %% ../nbs/01_formats.ipynb #a8bc69e2
 def mask_labels(mask:np.ndarray, # (H, W) class indices
                 n_classes:int # C
                )->np.ndarray: # (C,) float32: classes present (0 and 255 excluded)

@@ -202,6 +202,7 @@ def _balanced_plan(sizes:torch.Tensor, n_threads:int)->torch.Tensor:
     for t, b in enumerate(bins): plan[t, :len(b)] = torch.tensor(b, dtype=torch.long)
     return plan
 
+# %% ../nbs/03a_kmeans_cpu.ipynb #4b46b257
 def kmeans_cpu(f:torch.Tensor, gid:torch.Tensor, G:int, k:int, n_iters:int, seed:int, tol:float, scale=None,
                init=None, L=None):
     """The kernel on points `f` (B, N, D) (any strides, float32/64, CPU) in groups `gid` (B·N,) (-1 = none):

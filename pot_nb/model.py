@@ -212,6 +212,7 @@ def make_backbone(arch:str='lite0', # 'resnet50' (torchvision), 'lite0', or any 
 # %% ../nbs/07_model.ipynb #2b60c433
 def _is_bn(m:nn.Module)->bool: return isinstance(m, nn.modules.batchnorm._BatchNorm)
 
+# %% ../nbs/07_model.ipynb #107a84ad
 class POTNet(nn.Module):
     "Backbone + hierarchical side features + 1×1 CAM classifier. `forward(x) -> (score, cam, feat)`."
     def __init__(self,

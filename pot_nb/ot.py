@@ -56,6 +56,7 @@ def exp_limit(dt:torch.dtype)->float:
     safe."""
     return 0.5 * math.log(1 / torch.finfo(dt).tiny)        # float32: 43.7, float64: 354
 
+# %% ../nbs/04_ot.ipynb #6b37b14c
 def _sinkhorn_exp(S, a, b, pb, n_iters, tol, check_every, positive=False):
     """Multiplicative Sinkhorn on the row-stabilised kernel exp(S − max_k S); None if it stopped being finite.
     `positive`: every pair is allowed and every group has mass, so no denominator can be zero (no clamping)."""
@@ -98,6 +99,7 @@ def _sinkhorn_exp(S, a, b, pb, n_iters, tol, check_every, positive=False):
     lv = torch.where(v > 0, torch.log(v.clamp_min(tiny)), torch.full_like(v, -math.inf))
     return plan, lu, lv, it, err, torch.where(done == 0, it, done)
 
+# %% ../nbs/04_ot.ipynb #9eef732c
 def _sinkhorn_log(S, la, lb, pa, pb, n_iters, tol, check_every):
     "Log-domain Sinkhorn on the log-kernel `S`: never overflows or underflows."
     # start from the kernel itself: first a row update

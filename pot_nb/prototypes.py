@@ -345,6 +345,7 @@ def known_inv_norm(f:torch.Tensor, # (B, D, N) channels-first features
     if not (torch.is_grad_enabled() and f.requires_grad): return inv.to(f.dtype)
     return _KnownInvNorm.apply(f, inv.to(f.dtype))
 
+# %% ../nbs/05_prototypes.ipynb #e89fc330
 class _KnownPrototypes(torch.autograd.Function):
     @staticmethod
     def forward(ctx, feats, inv, protos, slot, layout):
@@ -395,6 +396,7 @@ def _argmax_last(x:torch.Tensor)->torch.Tensor:
         best, idx = torch.where(up, x[..., j], best), idx.masked_fill(up, j)
     return idx
 
+# %% ../nbs/05_prototypes.ipynb #360be895
 def prototype_cams(feat:torch.Tensor, # (B, D, h, w) hierarchical feature
                    cam:torch.Tensor, # (B, C, h, w) raw classifier CAM on the same grid
                    labels:torch.Tensor, # (B, C) multi-hot image labels

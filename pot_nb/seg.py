@@ -65,6 +65,7 @@ class SegNet(nn.Module):
         out = self.net(F.pad(x, (0, pw, 0, ph)) if ph or pw else x)
         return (out['out'] if isinstance(out, dict) else out)[..., :H, :W]
 
+# %% ../nbs/11b_seg.ipynb #0add2916
 def _deeplab_resnet101(n_out:int, pretrained:bool)->nn.Module:
     import torchvision
     wb = torchvision.models.ResNet101_Weights.IMAGENET1K_V1 if pretrained else None
@@ -167,6 +168,7 @@ def fit_seg(source, # dataset folder or `SegDataset`
     if fp16: learn.to_fp16()
     return fit_resumable(learn, epochs, np.array([lr / 10, lr]), fname, resume, distributed)
 
+# %% ../nbs/11b_seg.ipynb #568ccf2b
 def _seg_groups(m:SegNet)->list:
     "Encoder (pretrained) and the rest (new), for the two learning rates."
     enc = m.net.backbone if m.arch == 'paper' else m.net.encoder

@@ -25,6 +25,7 @@ def cache_dir()->Path:
     "Where built-in datasets are generated: `$POT_NB_CACHE`, default `~/.cache/pot_nb`."
     return Path(os.environ.get('POT_NB_CACHE', Path.home()/'.cache'/'pot_nb'))
 
+# %% ../nbs/01a_synthetic.ipynb #15987085
 def _meta_matches(path:Path, meta:dict)->bool:
     try: return json.loads((path/'meta.json').read_text()) == meta
     except (OSError, ValueError): return False
@@ -66,6 +67,7 @@ def _build_atomically(path:str|Path, meta:dict, build)->Path:
         shutil.rmtree(tmp, ignore_errors=True); raise
     return path
 
+# %% ../nbs/01a_synthetic.ipynb #db85001e
 def _save_image(path:Path, img:np.ndarray, fmt:str):
     im = Image.fromarray(img)
     if fmt == 'png': im.save(path, compress_level=1)
@@ -147,6 +149,7 @@ def _toy_split(n:int, size:int, rng:np.random.Generator):
         lab = np.where(inside[:, j], cls[:, j, None, None] + 1, lab).astype(np.uint8)
     return np.clip(img, 0, 255).round().astype(np.uint8), ignore_band(lab, 1)
 
+# %% ../nbs/01a_synthetic.ipynb #4a7f6514
 def make_toy_voc(path:str|Path, # folder to write (reused when it already holds this dataset)
                  n:int=24, # training images
                  size:int=64, # image side in pixels
@@ -188,6 +191,7 @@ def _fmnist_file(d:Path, base:str)->Path|None:
 def _has_fmnist(d:Path)->bool:
     return all(_fmnist_file(d, b) is not None for fs in FMNIST_FILES.values() for b in fs)
 
+# %% ../nbs/01a_synthetic.ipynb #3f0fac49
 def find_fmnist(fmnist_dir:str|Path|None=None, # a folder holding the four idx files (gzipped or not)
                 download:bool=False # download with torchvision when no local copy is found
                )->Path|None: # the folder, or None when not found (and not downloaded)
@@ -211,6 +215,7 @@ def find_fmnist(fmnist_dir:str|Path|None=None, # a folder holding the four idx f
     if not _has_fmnist(cache): raise DataError(f'{DEBIAN_FMNIST_DIR}: {_FMNIST_HELP}')
     return cache
 
+# %% ../nbs/01a_synthetic.ipynb #1ce5194b
 def read_idx(path:str|Path # an idx file, gzipped or not
             )->np.ndarray: # the array it holds
     "Read an MNIST-style idx file (uint8 data)."
@@ -226,6 +231,7 @@ def read_idx(path:str|Path # an idx file, gzipped or not
         raise DataError(f'{path}: idx file is truncated or too long for shape {dims}')
     return np.frombuffer(data, np.uint8, offset=4 + 4 * nd).reshape(dims)
 
+# %% ../nbs/01a_synthetic.ipynb #cd97dea7
 @functools.lru_cache(maxsize=4)
 def _load_fmnist_cached(d:str, split:str):
     xf, yf = (_fmnist_file(Path(d), b) for b in FMNIST_FILES[split])
@@ -285,6 +291,7 @@ def _smooth_noise(shape, size:int, rng:np.random.Generator, amp:float)->torch.Te
     return F.interpolate(torch.from_numpy(rng.standard_normal(shape, np.float32) * amp), size=(size, size),
                          mode='bicubic', align_corners=False)
 
+# %% ../nbs/01a_synthetic.ipynb #924b50c1
 def _torch_gen(rng:np.random.Generator)->torch.Generator:
     g = torch.Generator(); g.manual_seed(int(rng.integers(2**62))); return g
 
@@ -334,6 +341,7 @@ def _fmnist_plan(n:int, n_src:int, size:int, rng:np.random.Generator, max_items:
                 u=rng.random((n, K, 2)), flip=rng.random((n, K)) < .5,
                 tint=rng.uniform(0, 255, (n, K, 3)))
 
+# %% ../nbs/01a_synthetic.ipynb #cf1eee4f
 def _compose_fmnist(x28:np.ndarray, y28:np.ndarray, plan:dict, size:int, rng:np.random.Generator,
                     thr:float, min_visible:float, band:int):
     "Composite one chunk: images (B,S,S,3) uint8, masks (B,S,S) uint8, kept (B,K) bool, visible pixels (B,K)."
@@ -460,6 +468,7 @@ def _texture(kind, xx, yy, rng):
     if kind == 2: return np.sign(np.sin(f * u) * np.sin(f * v))
     return np.where((np.sin(f * u) > .6) & (np.sin(f * v) > .6), 1., -.3)
 
+# %% ../nbs/01a_synthetic.ipynb #ff56cdf4
 def _parts_image(size, rng, max_objects=2):
     "One image: clutter background, 1..max_objects two-part objects; returns image, class mask, part mask."
     img = _background(1, size, rng)[0].permute(1, 2, 0).numpy()
@@ -490,6 +499,7 @@ def _parts_image(size, rng, max_objects=2):
     img = img + rng.normal(0, 6, img.shape)
     return np.clip(img, 0, 255).round().astype(np.uint8), cls_mask, part
 
+# %% ../nbs/01a_synthetic.ipynb #3b29c5fd
 def make_parts_voc(path:str|Path, # folder to write (reused when it already holds this dataset)
                    n_train:int=480, # training images
                    n_val:int=96, # validation images

@@ -87,9 +87,12 @@ class POTCallback(Callback):
 
 # %% ../nbs/09_train.ipynb #30b105ca
 def _dist_on()->bool: return torch.distributed.is_available() and torch.distributed.is_initialized()
+
 def _rank()->int: return torch.distributed.get_rank() if _dist_on() else 0
+
 def _world()->int: return torch.distributed.get_world_size() if _dist_on() else 1
 
+# %% ../nbs/09_train.ipynb #15226dc2
 class NonFiniteGuard(Callback):
     """Skip (and count) training steps whose loss or gradients are NaN or infinite; stop after too many in a
     row."""
@@ -231,6 +234,7 @@ def unwrap_model(learn_or_model):
     m = getattr(learn_or_model, 'model', learn_or_model)
     return getattr(m, 'module', m)
 
+# %% ../nbs/09_train.ipynb #bfcc1b23
 class ResumeCheckpoint(Callback):
     "Save model, optimizer, epoch and RNG states atomically after every epoch, for `fit_pot(resume=True)`."
     order = 65  # after the recorder has logged the epoch
@@ -244,7 +248,7 @@ class ResumeCheckpoint(Callback):
     @property
     def path_ckpt(self): return Path(self.learn.path)/self.learn.model_dir/f'{self.fname}.ckpt'
 
-
+# %% ../nbs/09_train.ipynb #c0d8e18d
 def save_learner(learn:Learner, fname:str)->Path:
     """fastai's `learn.save(fname)` (model + optimizer, `learn.load` reads it), written atomically: a kill
     leaves the old file."""
@@ -252,6 +256,7 @@ def save_learner(learn:Learner, fname:str)->Path:
     path = Path(learn.path)/learn.model_dir/f'{fname}.pth'
     return atomic_write(path, lambda tmp: save_model(tmp, learn.model, getattr(learn, 'opt', None)), 'model')
 
+# %% ../nbs/09_train.ipynb #66afe154
 def _plain_opt_state(opt)->dict|None:
     "fastai's optimizer state as lists, dicts, numbers and tensors (no fastcore `L`, no NumPy scalars)."
     if opt is None: return None
@@ -270,6 +275,7 @@ def save_checkpoint(learn:Learner, path:str|Path, epoch:int, meta:dict|None=None
     clean_stale_tmps(path)
     return path
 
+# %% ../nbs/09_train.ipynb #604b21b8
 def _read_ckpt(path:Path)->dict:
     """A checkpoint read without running code from it (`pot_nb.files.torch_load`), then checked for its
     entries."""
@@ -286,6 +292,7 @@ def _class_diff(theirs, ours)->str:
     i = next(i for i in range(len(t)) if t[i] != o[i])
     return f'class {i} is {t[i]!r} there and {o[i]!r} here'
 
+# %% ../nbs/09_train.ipynb #09c2887b
 def load_checkpoint(learn:Learner, path:str|Path, with_opt:bool=True, with_rng:bool=True)->int:
     "Load a checkpoint written by `save_checkpoint` into `learn`; returns the number of finished epochs."
     path = Path(path)
@@ -328,6 +335,7 @@ def training_device(device=None, # 'cpu', 'cuda:1', ... or None for the best ava
     if device.type == 'cuda': torch.cuda.set_device(device)
     return device, distributed
 
+# %% ../nbs/09_train.ipynb #91b7091d
 try:
     from fastai.distributed import DistributedDL, DistributedTrainer
     class WSSSDistributedDL(DistributedDL):

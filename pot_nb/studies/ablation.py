@@ -243,6 +243,7 @@ def row_proto_kw(row:dict, eps:float=0.05, tau:float=0.1)->dict:
     return dict(n_clusters=r['n_clusters'], marginals=r['marginals'], scope='image', eps=r.get('eps', eps),
                 tau=r.get('tau', tau))
 
+# %% ../../nbs/studies/15_ablation.ipynb #44443bb5
 def _slug(name:str)->str: return name.replace(' ', '_').replace('=', '')
 
 def load_results(out:str|Path)->dict:
@@ -252,6 +253,7 @@ def load_results(out:str|Path)->dict:
     runs.sort(key=lambda r: (order.get(r['name'], len(order)), r['name'], r['seed']))
     return {f"{r['name']} | seed {r['seed']}": r for r in runs}
 
+# %% ../../nbs/studies/15_ablation.ipynb #2ad951fa
 def run_ablation(train:dict, # `cache_trunk` of the training split
                  val:dict, # `cache_trunk` of the validation split
                  out:str|Path, # folder for runs/*.json and models/
@@ -376,6 +378,7 @@ def best_row(res:dict, exclude=('cam',))->tuple[str, str, float]:
     _, n, k = max(cands)
     return n, k, float(np.mean(summ[n][f'train {k} thr']))
 
+# %% ../../nbs/studies/15_ablation.ipynb #5ee607b0
 def add_crf(res:dict, out:Path, val:dict, val_ds, n_images:int|None=None, device=None)->dict:
     """Dense-CRF mIoU on the validation split for the `cam` row (classifier CAM) and the best row, for every
     seed."""
@@ -395,6 +398,7 @@ def add_crf(res:dict, out:Path, val:dict, val_ds, n_images:int|None=None, device
             write_json(Path(out)/'runs'/f"{_slug(row)}_s{r['seed']}.json", r)
     return res
 
+# %% ../../nbs/studies/15_ablation.ipynb #5cd422ff
 @command
 def pot_ablate(argv=None):
     "CLI: the ablation table on the Fashion-MNIST WSSS benchmark (see the ablation notebook)."

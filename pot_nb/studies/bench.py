@@ -26,6 +26,7 @@ def _smooth(x:torch.Tensor, k:int=5, n:int=2)->torch.Tensor:
     for _ in range(n): x = F.avg_pool2d(x, k, stride=1, padding=k // 2, count_include_pad=False)
     return x
 
+# %% ../../nbs/studies/14_bench.ipynb #baf859b7
 def bench_inputs(batch:int=8, # images B
                  n_classes:int=20, # foreground classes C (VOC: 20, i.e. 21 with the background)
                  grid:int=32, # feature grid side h = w

@@ -127,6 +127,7 @@ def train_step(model:POTNet, x:torch.Tensor, labels:torch.Tensor, loss_fn:POTLos
     else: loss.backward(); opt.step()
     return float(loss.detach())
 
+# %% ../../nbs/studies/16_profile.ipynb #82f9feff
 def profile_step(model:POTNet, # in training mode
                  x:torch.Tensor, # (B, 3, H, W) normalised images
                  labels:torch.Tensor, # (B, C) multi-hot labels
@@ -192,6 +193,7 @@ PAPER_LOSS = dict(pot=dict(lam=0.5, detach='none'))   # profile the paper's trai
 def _median_parts(runs:list)->dict:
     return {k: statistics.median(r[k] for r in runs) for k in STEP_PARTS + ('total',)}
 
+# %% ../../nbs/studies/16_profile.ipynb #138bdb59
 def profile_training(arch:list=('resnet50', 'lite0'), # architectures
                      batch:list=(8, 16), # batch sizes
                      size:list=(320, 512), # square image sides
@@ -318,6 +320,7 @@ def cam_throughput(arch:str='lite0', # architecture of the (untrained) `POTNet`
                          images_per_s=res['n_images'] / t, scales=len(scales), flip=flip))
     return rows
 
+# %% ../../nbs/studies/16_profile.ipynb #20304597
 def throughput_table(rows:list, # from `cam_throughput` (any number of calls, concatenated)
                      machine:dict|None=None # from `machine_info`
                     )->str: # markdown
