@@ -92,7 +92,7 @@ def image_cams(model, # a `POTNet` (`forward(x) -> (score, cam, feat)`), in eval
             m = F.interpolate(m[:1], size=(h, w), mode='bilinear', align_corners=False)[0]
             if i == 0: acc_cls += m
             else: acc_pro += m
-    def full(acc):            # back to the image's own size, then `max_norm` in place (one image-size copy, not three)
+    def full(acc):            # back to the image's size, then `max_norm` in place (one copy, not three)
         if (h, w) != (H, W): acc = F.interpolate(acc[None], size=(H, W), mode='bilinear',
                                                  align_corners=False)[0]
         acc.clamp_(min=0).div_(acc.flatten(1).amax(1)[:, None, None] + 1e-5)
@@ -164,13 +164,13 @@ def make_cams(learn_or_model, # a fastai `Learner` from `fit_pot`, or a `POTNet`
               out_dir:str|Path|None=None, # where the .npy files go (default: `cams_<split>_<kind>_<hash>`)
               scales=(1.0, 0.5, 1.5, 2.0), # image scales
               flip:bool=True, # average with the mirror image
-              kind:str='auto', # map saved as `high_res`: 'proto', 'cls', 'fuse' (mean of both); 'auto': by method
+              kind:str='auto', # saved as `high_res`: 'proto', 'cls', 'fuse' (their mean); 'auto': by method
               shard=None, # 'i/n': this process's share of the images
               n_images:int|None=None, # only the first n images (quick looks)
               overwrite:bool=False, # recompute files that exist
               save_all:bool=False, # also store 'cls' and 'proto' maps (float16) next to `high_res`
               device=None, # default: the model's device
-              progress:bool|None=None, # fastprogress's bar (None: on a terminal or in a notebook, see `show_progress`)
+              progress:bool|None=None, # progress bar (None: on a terminal or in a notebook)
               max_side:int|None=MAX_SIDE, # larger images are processed shrunk to this longest side
               **proto_kw # options of `prototype_cams`; default: those the model was trained with
              )->Path: # the output folder

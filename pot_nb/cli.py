@@ -55,14 +55,14 @@ def pot_train(data:str, # dataset folder (VOC layout, VOC 2012, COCO 2014, or 'f
 @command(config=POTConfig, config_default='as trained')
 def pot_cams(ckpt:str, # checkpoint written by pot_train / fit_pot
              data:str, # dataset folder
-             split:str='train', out:str=None, # output folder (default: next to the data, named by model and settings)
+             split:str='train', out:str=None, # output folder (default: by the data, named by model and settings)
              scales:str='1.0,0.5,1.5,2.0', no_flip:store_true=False,
              kind:str='auto', # 'proto', 'cls', 'fuse' or 'auto'
              shard:str=None, # 'i/n': this process's share
              n_images:int=None, device:str=None,
              max_side:int=1024, # larger images are processed shrunk to this longest side
              overwrite:store_true=False, # replace CAM files made by another model or with other settings
-             **changes): # `POTConfig` options of the prototype CAM (default: those the checkpoint was trained with)
+             **changes): # `POTConfig` options of the prototype CAM (default: the checkpoint's)
     "Write multi-scale CAMs of a split (resumable, shardable)."
     model = load_pot_model(ckpt, device=device)
     d = make_cams(model, data, split, out_dir=out, scales=_floats(scales), flip=not no_flip, kind=kind,

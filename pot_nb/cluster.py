@@ -336,7 +336,7 @@ def kmeans_pp_init(x:torch.Tensor, # (P, N, D) features (normalised inside)
                    mask:torch.Tensor|None, # (P, N) bool, the points of each group (None: all)
                    k:int, # number of centres per group
                    seed:int=0, # seed of the CPU generator that draws the k-means++ samples
-                   n_trials:int|None=None # candidates per step (greedy); default 2 + ⌊ln k⌋, 1 = plain k-means++
+                   n_trials:int|None=None # candidates per step; default 2 + ⌊ln k⌋, 1 = plain k-means++
                   )->torch.Tensor: # (P, k, D) unit-norm centres, zero rows where a group ran out of points
     "Greedy k-means++ initial centres for `P` groups at once (spherical: weight = 1 − best cosine)."
     x, mask, inv = _prepare(x, mask, k, 'kmeans_pp_init')
@@ -372,7 +372,7 @@ def batched_kmeans(x:torch.Tensor, # (P, N, D) features of P groups (normalised 
                    n_iters:int=50, # maximum number of iterations (assignment steps)
                    seed:int=0, # seed of the k-means++ draws (CPU generator: same result on any device)
                    tol:float=1e-4, # a group stops when none of its centres moved more than this
-                   init_centers:torch.Tensor|None=None # (P, k, D) start here instead of k-means++ (zero rows = empty)
+                   init_centers:torch.Tensor|None=None # (P, k, D) start here, not k-means++ (zero rows = empty)
                   )->KMeansResult:
     "Spherical (cosine) k-means with k-means++ initialisation on `P` masked groups at once."
     dtype = x.dtype
@@ -431,7 +431,7 @@ def kmeans_groups(x:torch.Tensor, # (M, D) one point per row (e.g. all pixels of
 # %% ../nbs/03_cluster.ipynb #e03bea08
 @torch.no_grad()
 def kmeans_image_groups(feats:torch.Tensor, # (B, N, D) pixel features, any strides (e.g. a transposed view)
-                        row:torch.Tensor, # (B, N) long row of each pixel's group in its image's block, -1 = no group
+                        row:torch.Tensor, # (B, N) row of each pixel's group in its image's block, -1: none
                         block:torch.Tensor, # (B,) long block of `table` used by each image
                         table:torch.Tensor, # (n_blocks, R) long group of each (block, row), -1 = none
                         n_groups:int, # number of groups G
@@ -439,9 +439,9 @@ def kmeans_image_groups(feats:torch.Tensor, # (B, N, D) pixel features, any stri
                         n_iters:int=50, # maximum number of iterations (assignment steps)
                         seed:int=0, # seed of the k-means++ draws
                         tol:float=1e-4, # a group stops when none of its centres moved more than this
-                        scale:torch.Tensor|None=None, # (B, N) 1/‖x‖ per pixel; None: the features are unit-norm
-                        normalise:bool=False # take the grouped pixels' norms here (returned as `inv_norm` (B, N))
-                       )->KMeansResult: # centers (G, k, D), assign (B, N) -1 outside the groups, counts (G, k)
+                        scale:torch.Tensor|None=None, # (B, N) 1/‖x‖ per pixel; None: unit-norm features
+                        normalise:bool=False # take the grouped pixels' norms here (as `inv_norm` (B, N))
+                       )->KMeansResult: # centers (G, k, D), assign (B, N) -1 outside groups, counts (G, k)
     """`batched_kmeans` on groups of pixels of feature maps (any strides): one gather of the grouped pixels
     into tiles, nothing per group."""
     B, N, D = feats.shape

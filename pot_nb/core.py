@@ -79,7 +79,7 @@ def seed_everything(seed:int=0, # the seed for Python, NumPy and PyTorch (all de
     return g
 
 # %% ../nbs/00_core.ipynb #a76a6e49
-def get_device(device:str|torch.device|None=None # 'cpu', 'cuda', 'cuda:1', 'mps' or None for the best available
+def get_device(device:str|torch.device|None=None # 'cpu', 'cuda', 'cuda:1', 'mps' or None: the best available
               )->torch.device:
     "The device to run on: the one asked for, else CUDA, else Apple MPS, else the CPU."
     if device is not None:
@@ -118,7 +118,7 @@ def labels_with_bg(labels:torch.Tensor # (B, C) multi-hot foreground labels
 
 #| export
 def add_background(cam:torch.Tensor, # (B, C, h, w) foreground maps in [0, 1] (normalised, label-masked)
-                   bg:float|None=None # None: background = 1 − max_c; a number: constant background score (threshold)
+                   bg:float|None=None # None: background 1 − max_c; a number: a constant background score
                   )->torch.Tensor: # (B, C+1, h, w), background in channel 0
     "Stack a background map in front of the foreground maps: `1 − max_c A_c`, or a constant threshold."
     if bg is None: b = 1 - cam.amax(1, keepdim=True) if cam.shape[1] else torch.ones_like(cam[:, :1])
@@ -165,7 +165,7 @@ def _flag_type(anno):
 
 def config_flags(parser, # an `argparse.ArgumentParser`
                  config, # a dataclass: one `--field` flag each, with its commented help
-                 default:str|None=None): # what an unset flag means, when not the field's default (e.g. 'as trained')
+                 default:str|None=None): # an unset flag's meaning, if not the default (e.g. 'as trained')
     "Add a flag per field of `config`; an unset flag is `None`, which keeps the configuration's own value."
     import dataclasses, typing
     from fastcore.docments import docments

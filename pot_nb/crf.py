@@ -37,7 +37,7 @@ def _densecrf(img:np.ndarray, unary:np.ndarray, n_labels:int, n_iters:int, gauss
     return np.asarray(d.inference(n_iters), np.float32).reshape(n_labels, h, w)
 
 def crf_inference(img:np.ndarray, # (H, W, 3) uint8 RGB image
-                  probs:np.ndarray, # (n_labels, H, W) class probabilities (or scores ≥ 0; normalised per pixel here)
+                  probs:np.ndarray, # (n_labels, H, W) class probabilities (or scores ≥ 0, normalised here)
                   n_iters:int=10, # mean-field iterations
                   gauss_sxy:float=3, gauss_compat:float=3, # smoothness kernel
                   bi_sxy:float=50, bi_srgb:float=5, bi_compat:float=10 # appearance kernel
@@ -90,12 +90,12 @@ def cams_to_crf_labels(img:np.ndarray, # (H, W, 3) uint8 RGB image
                        high_res:np.ndarray, # (K, H, W) foreground maps in [0, 1]
                        keys:np.ndarray, # (K,) their foreground class indices (0-based)
                        bg:str|float='1-max', # background score: '1-max' or a threshold
-                       unary:str='label', # 'label' (IRN: hard labels believed with gt_prob) or 'prob' (soft scores)
+                       unary:str='label', # 'label' (IRN: hard labels with gt_prob) or 'prob' (soft scores)
                        conf_fg:float|None=None, # with conf_bg: IRN's ignore band (high background threshold)
                        conf_bg:float|None=None, # low background threshold
                        crf:bool=True, # False: no CRF, just the argmax (and the band)
                        n_iters:int=10, gt_prob:float=0.7, # CRF iterations, label belief
-                       **pairwise # gauss_sxy, gauss_compat, bi_sxy, bi_srgb, bi_compat (default `CRF_DEFAULTS`)
+                       **pairwise # gauss_sxy, gauss_compat, bi_sxy, bi_srgb, bi_compat (`CRF_DEFAULTS`)
                       )->np.ndarray: # (H, W) uint8 class values 0..C, 255 in the ignore band
     "Pseudo mask of one image from its CAMs: background, argmax, dense CRF; optionally IRN's ignore band."
     cams, keys = np.asarray(high_res, np.float32), np.asarray(keys, np.int64).reshape(-1)

@@ -99,7 +99,7 @@ def color_jitter(img:torch.Tensor, # (3, H, W) uint8 (or float in 0..255)
 def random_crop(img:torch.Tensor, # (C, H, W): an image, or an image with its masks stacked as extra channels
                 size:int, # crop side
                 rng:np.random.Generator
-               )->tuple[torch.Tensor, torch.Tensor]: # (C, size, size) zero-padded crop, (size, size) bool valid
+               )->tuple[torch.Tensor, torch.Tensor]: # (C, size, size) zero-padded crop, (size, size) valid
     """IRN's random crop: a random window of a larger image, or a smaller image at a random place on a zero
     canvas."""
     _, H, W = img.shape
@@ -174,7 +174,7 @@ class MaskCropDataset(torch.utils.data.Dataset):
                  mask_dir:str|Path, # `{name}.png` masks: class values, 255 = ignore
                  names:list[str]|None=None, # these images (default: all of `ds`)
                  size:int=256, # crop side S
-                 scale:tuple|None=(0.5, 1.5), # random rescale of the image itself (None: none; pad/cut at the top left)
+                 scale:tuple|None=(0.5, 1.5), # random rescale (None: none; pad/cut at the top left)
                  flip:bool=True, # random horizontal flip
                  norm:str|tuple='imagenet', # normalisation (see `NORMS`)
                  seed:int=0): # augmentation seed

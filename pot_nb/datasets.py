@@ -46,14 +46,14 @@ class SegDataset:
     def __init__(self,
                  root:str|Path, # dataset folder (holds JPEGImages/, SegmentationClass/, ImageSets/, ...)
                  split:str='train', # split name: ImageSets/Segmentation/<split>.txt or another known place
-                 classes:Sequence[str]|None=None, # foreground class names (default: classes.txt, else VOC's 20)
+                 classes:Sequence[str]|None=None, # class names (default: classes.txt, else VOC's 20)
                  names:Sequence[str]|None=None, # image names to use instead of a split file
                  image_dir:str='JPEGImages', # image folder, relative to root
-                 mask_dir:str|None=None, # mask folder (default SegmentationClassAug if present, else SegmentationClass)
+                 mask_dir:str|None=None, # mask folder (default SegmentationClassAug, else SegmentationClass)
                  label_source:str='auto', # 'auto', 'cls_labels', 'masks' or 'xml'
                  cls_labels:str|Path|None=None, # label file (default root/cls_labels.npy)
-                 on_error:str='raise', # 'raise': bad input raises `DataError`; 'skip': drop the item with a warning
-                 validate:bool=False): # read every image, mask and label now, so corrupt files surface at once
+                 on_error:str='raise', # 'raise': bad input raises `DataError`; 'skip': drop it, warn
+                 validate:bool=False): # read every image, mask and label now: corrupt files surface at once
         if on_error not in ('raise', 'skip'):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if label_source not in ('auto', 'cls_labels', 'masks', 'xml'):

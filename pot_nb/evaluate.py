@@ -23,7 +23,7 @@ def confusion_matrix(pred:np.ndarray|torch.Tensor, # predicted class indices (an
                      gt:np.ndarray|torch.Tensor, # ground-truth class indices, same shape, 255 = ignore
                      n_classes:int, # number of classes, background included (VOC: 21)
                      ignore_index:int=IGNORE_INDEX # label of pixels not to score
-                    )->np.ndarray|torch.Tensor: # (n_classes, n_classes) int64: rows ground truth, columns prediction
+                    )->np.ndarray|torch.Tensor: # (n_classes, n_classes) int64: rows truth, columns prediction
     """Confusion matrix of one image or batch by a single `bincount`; pixels where `gt` or `pred` is
     `ignore_index` are left out."""
     if tuple(pred.shape) != tuple(gt.shape):
@@ -94,7 +94,7 @@ class ConfusionMeter:
 # %% ../nbs/08_evaluate.ipynb #53b777ac
 def cams_to_mask(high_res:np.ndarray|torch.Tensor, # (K, H, W) foreground maps in [0, 1]
                  keys:np.ndarray|torch.Tensor|list, # (K,) their foreground class indices (0-based)
-                 bg:float|np.ndarray|torch.Tensor|None=None # None: 1 − max; a number: threshold; or a (H, W) map
+                 bg:float|np.ndarray|torch.Tensor|None=None # None: 1 − max; a threshold; or a (H, W) map
                 )->np.ndarray|torch.Tensor: # (H, W) int64 mask, 0 = background, key + 1 = class
     "Argmax over a background score and the image's class maps; returns class values 0..C."
     if isinstance(high_res, torch.Tensor):
@@ -136,8 +136,8 @@ def save_cam(path:str|Path, # the .npy file to write
                          f'{high_res.shape}')
     return write_npy(path, dict(keys=keys, high_res=high_res, **extra), 'CAM file')
 
-def load_cam(path:str|Path # a CAM file: `save_cam`'s (IRN's layout) or SIPE/POT's (`IS_CAM` with a background channel)
-            )->dict: # keys (K,) int64, high_res (K, H, W) float32, and any extra entries (`bg` for SIPE/POT files)
+def load_cam(path:str|Path # a CAM file: `save_cam`'s (IRN's layout) or SIPE/POT's (`IS_CAM`, background first)
+            )->dict: # keys (K,) int64, high_res (K, H, W) float32, any extras (`bg` for SIPE/POT)
     "Read and check one CAM file; a missing, truncated or malformed file raises an error that names it."
     path, d = Path(path), read_npy(path, 'CAM file')
     if not isinstance(d, dict):
@@ -203,10 +203,10 @@ def evaluate_cams(cam_dir:str|Path, # folder of `{name}.npy` CAM files
                   source, # dataset (with .names/.classes/.read_mask) or a dataset folder
                   split:str='train', # split to evaluate when `source` is a folder
                   bg:str|float='1-max', # '1-max', a threshold, or 'map' (the file's own `bg` map)
-                  thresholds:list[float]|None=None, # background thresholds to sweep (default 0.05..0.95); [] for none
+                  thresholds:list[float]|None=None, # thresholds to sweep (default 0.05..0.95); [] for none
                   n_images:int|None=None, # evaluate only the first n images of the split
                   names:list[str]|None=None # evaluate these images instead of the whole split
-                 )->dict: # miou, iou {class: IoU}, conf, sweep (threshold/miou), best_threshold, best_miou, n_images
+                 )->dict: # miou, iou, conf, sweep (threshold/miou), best_threshold, best_miou, n_images
     "mIoU of a folder of CAMs against the ground-truth masks, plus a background-threshold sweep, in one pass."
     import pandas as pd
     cam_dir, ds = Path(cam_dir), as_dataset(source, split)
@@ -253,7 +253,7 @@ def evaluate_cams(cam_dir:str|Path, # folder of `{name}.npy` CAM files
     return out
 
 # %% ../nbs/08_evaluate.ipynb #7170b53f
-def format_results(res:dict, # a result of `evaluate_cams` / `evaluate_masks` / `miou_from_confusion` (with names)
+def format_results(res:dict, # a result of `evaluate_cams`, `evaluate_masks` or `miou_from_confusion`
                    title:str='' # a first line
                   )->str:
     "A plain-text table: IoU per class (in %), the mIoU, and the threshold sweep when there is one."
@@ -351,8 +351,8 @@ def _strided(high_res:np.ndarray, stride:int=4):
 
 def export_cams(cam_dir:str|Path, # folder of CAM files (`save_cam` / `make_cams`)
                 out_dir:str|Path, # where the converted files go
-                layout:str='irn', # 'irn' (keys, stride-4 `cam` tensor, high_res) or 'sipe' (SIPE/POT: keys + 1, IS_CAM)
-                bg:str|float='auto', # 'auto' (the file's background map, else 1 − max), 'map', '1-max', or a threshold
+                layout:str='irn', # 'irn' (keys, stride-4 `cam`, high_res) or 'sipe' (keys + 1, IS_CAM)
+                bg:str|float='auto', # 'auto' (the file's map, else 1 − max), 'map', '1-max', or a threshold
                 names:list[str]|None=None # only these images (default: every file in `cam_dir`)
                )->Path: # out_dir
     """Write a CAM folder in IRN's or SIPE/POT's own layout, so that those projects' unmodified scripts read

@@ -129,7 +129,7 @@ def load_mask(path:str|Path, # a mask PNG (palette, greyscale, or RGB in VOC col
 # %% ../nbs/01_formats.ipynb #6653e23d
 def save_mask(path:str|Path, # where to write the PNG
               mask:np.ndarray, # (H, W) integer class indices in 0..255
-              note:str|None=None, # text kept in the PNG (a `pot_nb` text chunk), e.g. the settings that made the mask
+              note:str|None=None, # text kept in the PNG (a `pot_nb` chunk), e.g. the settings behind it
               palette:bool=True # VOC palette PNG (as SegmentationClass); False: greyscale indices
              )->Path:
     """Write a class-index mask as a PNG (VOC palette or greyscale), atomically (temporary file in the same

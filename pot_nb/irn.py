@@ -41,7 +41,7 @@ def make_ir_labels(cam_dir:str|Path, # folder of `{name}.npy` CAM files
                    out_dir:str|Path|None=None, # where the PNGs go (default: `{cam_dir}_ir` beside cam_dir)
                    conf_fg:float=0.30, # a class's map above this: confident foreground
                    conf_bg:float=0.05, # every map below this: confident background
-                   **kw # of `make_pseudo_labels`: crf, n_jobs, n_images, names, shard, overwrite, gt_prob, ...
+                   **kw # of `make_pseudo_labels`: crf, n_jobs, n_images, names, shard, gt_prob, ...
                   )->Path: # out_dir
     """IRN's confident labels: CRF-refined foreground above `conf_fg`, background below `conf_bg`, 255
     (unsure) between."""
@@ -93,7 +93,7 @@ def pair_affinity(boundary:torch.Tensor, # (B, h, w) boundary probabilities in [
 # %% ../nbs/11a_irn.ipynb #3e290c32
 def pair_labels(label:torch.Tensor, # (B, h, w) confident labels: 0 background, 1.. classes, 255 unsure
                 radius:int=10 # neighbours closer than this
-               )->tuple[torch.Tensor, torch.Tensor, torch.Tensor]: # bg_pos, fg_pos, neg: (B, D, h, w) float each
+               )->tuple[torch.Tensor, torch.Tensor, torch.Tensor]: # bg_pos, fg_pos, neg: (B, D, h, w) each
     """IRN's pair targets per direction: both background, both one class, or two different labels (unsure
     pairs: none)."""
     src = label.unsqueeze(1)
@@ -104,7 +104,7 @@ def pair_labels(label:torch.Tensor, # (B, h, w) confident labels: 0 background, 
 
 # %% ../nbs/11a_irn.ipynb #bd215327
 def affinity_loss(boundary_logits:torch.Tensor, # (B, 1, h, w) raw boundary scores
-                  label:torch.Tensor, # (B, H, W) confident labels (resized to h × w, nearest, when they differ)
+                  label:torch.Tensor, # (B, H, W) confident labels (resized to h × w, nearest, if needed)
                   radius:int=10 # pairs closer than this (IRN: 10)
                  )->torch.Tensor:
     """IRN's affinity loss: `−log a` on one-class pairs (background and foreground halves), `−log(1 − a)`
@@ -244,7 +244,7 @@ def dense_random_walk(x:torch.Tensor, # (K, h, w) maps to propagate
 # %% ../nbs/11a_irn.ipynb #b57b6f64
 def walk_weights(boundary:torch.Tensor, # (h, w) boundary probabilities
                  radius:int=5, beta:float=10
-                )->tuple[torch.Tensor, list[tuple[int, int]]]: # (n, h, w) weights summing to 1 over n; the n offsets
+                )->tuple[torch.Tensor, list[tuple[int, int]]]: # (n, h, w) weights, summing to 1 over n; offsets
     """Transition weights of every pixel over its whole neighbourhood (itself, both halves): a column of IRN's
     `T`."""
     half = walk_directions(radius)
@@ -266,7 +266,7 @@ def neighbour_index(h:int, w:int, offsets:list[tuple[int, int]], device=None)->t
 # %% ../nbs/11a_irn.ipynb #577c1306
 def transition_matrix(boundary:torch.Tensor, # (h, w) boundary probabilities
                       radius:int=5, beta:float=10
-                     )->torch.Tensor: # (h·w, h·w) sparse CSR: row p holds the weights p averages its neighbours with
+                     )->torch.Tensor: # (h·w, h·w) sparse CSR: row p, the weights of p's neighbours
     "IRN's transition matrix (transposed), with only the neighbourhood's entries stored: memory ∝ h·w."
     h, w = boundary.shape
     wt, offsets = walk_weights(boundary, radius, beta)

@@ -47,7 +47,7 @@ class KernelArgs(NamedTuple):
 # %% ../nbs/03a_kmeans_cpu.ipynb #046d26b5
 if numba is not None:
     @njit(cache=True, fastmath=True, boundscheck=False)
-    def _dot(a, b, D):                                 # fastmath: the sum may be reassociated, i.e. vectorised
+    def _dot(a, b, D):                                 # fastmath: the sum may be vectorised
         s = a.dtype.type(0)
         for d in range(D): s += a[d] * b[d]
         return s
@@ -184,7 +184,7 @@ if numba is not None:
         for t in prange(plan.shape[0]): _kmeans_thread(t, plan, a)
 
     @njit(cache=True)
-    def _kmeans_kernel_serial(plan, a):                # no OpenMP: safe in a process forked from one that ran the above
+    def _kmeans_kernel_serial(plan, a):                # no OpenMP: safe after a fork
         for t in range(plan.shape[0]): _kmeans_thread(t, plan, a)
 
 # %% ../nbs/03a_kmeans_cpu.ipynb #e3d44976

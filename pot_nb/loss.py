@@ -26,7 +26,7 @@ def cls_loss(score:torch.Tensor, # (B, C) image scores (GAP of the classifier CA
 # %% ../nbs/06_loss.ipynb #a1b77f6a
 def consistency_loss(cls_cam:torch.Tensor, # (B, C+1, h, w) normalised classifier CAM `Ã` (from `norm_cam`)
                      proto_cam:torch.Tensor, # (B, C+1, h, w) prototype CAM `M̃` (from `prototype_cams`)
-                     weight:torch.Tensor|None, # (B, C+1, h, w) confidence from `prototype_cams`; None = all ones
+                     weight:torch.Tensor|None, # (B, C+1, h, w) confidence (`prototype_cams`); None = ones
                      labels:torch.Tensor, # (B, C) multi-hot image labels
                      loss:str='adaptive', # 'adaptive': weight by `weight`; 'fixed': weight 1
                      valid:torch.Tensor|None=None # (B, h, w) bool pixels that count (e.g. not crop padding)

@@ -49,7 +49,7 @@ class Backbone(nn.Module):
         self.stage_names = list(stage_names)[self.first:]
         self.channels, self.reductions = list(channels)[self.first:], list(reductions)[self.first:]
         pnames = [n for n, _ in body.named_parameters()]
-        def span(stage):  # [first, last + 1) parameter indices of a stage ('blocks.1' may be flattened to 'blocks_1')
+        def span(stage):  # [first, last + 1) parameter indices of a stage ('blocks.1' or 'blocks_1')
             pre = (stage + '.', stage.replace('.', '_') + '.')
             idx = [i for i, n in enumerate(pnames) if n.startswith(pre)]
             return (idx[0], idx[-1] + 1) if idx else None
@@ -69,7 +69,7 @@ class Backbone(nn.Module):
 
 # %% ../nbs/07_model.ipynb #52a231e4
 def resnet50_backbone(pretrained:bool=True, # load ImageNet weights (torchvision IMAGENET1K_V1)
-                      weights:str|Path|None=None, # a local torchvision ResNet-50 state dict (.pth), not the download
+                      weights:str|Path|None=None, # a local torchvision ResNet-50 state dict (.pth)
                       n_stages:int=4 # stages to return (the last ones)
                      )->Backbone:
     "torchvision ResNet-50 with strides (2, 2, 2, 1): four stages at strides 4, 8, 16, 16."
@@ -162,10 +162,10 @@ def timm_classifier_cam(model:nn.Module, # a timm classifier whose head is globa
 
 # %% ../nbs/07_model.ipynb #bbd43bbd
 def timm_backbone(arch:str, # a timm model name, or 'lite0' (tf_efficientnet_lite0 with the packaged weights)
-                  pretrained:bool=True, # ImageNet weights ('lite0': from the package, others: timm's download)
+                  pretrained:bool=True, # ImageNet weights ('lite0': from the package, others: timm's)
                   weights:str|Path|None=None, # a local weights file for the full timm model instead
                   n_stages:int=4, # stages to return (the last ones)
-                  output_stride:int=16 # ask timm to dilate stages past this stride (when the model supports it)
+                  output_stride:int=16 # ask timm to dilate stages past this stride (if supported)
                  )->Backbone:
     "Any timm model as a multi-stage `Backbone` (`features_only=True`, `output_stride=16` where supported)."
     import timm
@@ -220,12 +220,12 @@ class POTNet(nn.Module):
                  arch:str='lite0', # 'lite0' (offline ImageNet weights), 'resnet50' (torchvision) or a timm name
                  pretrained:bool=True, # start from ImageNet weights
                  weights:str|Path|None=None, # a local weights file for the backbone instead of the default source
-                 side_dims:tuple=(128, 128, 256, 256), # width of each side projection (one per stage, last stages)
-                 image_in_feat:bool=False, # concatenate the resized input image to each side before normalising
+                 side_dims:tuple=(128, 128, 256, 256), # width of each side projection (one per stage)
+                 image_in_feat:bool=False, # append the resized image to each side before normalising
                  detach_sides:bool=True, # side projections read detached stage outputs (SIPE)
                  freeze_stem:bool|None=None, # freeze conv1+bn1 (None: when pretrained)
-                 freeze_bn:bool|str|None=None, # BN in eval mode; True: affine too, 'stats': not (None: pretrained)
-                 freeze_stages:int|None=None, # freeze the first n stages (None: 2 for pretrained resnet50, else 0)
+                 freeze_bn:bool|str|None=None, # BN in eval mode; True: affine too; 'stats': not
+                 freeze_stages:int|None=None, # freeze n first stages (None: 2 for pretrained resnet50)
                  stride:int=16): # the grid stride of cam and feat
         super().__init__()
         if n_classes < 1: raise ValueError(f'n_classes must be >= 1, got {n_classes}')

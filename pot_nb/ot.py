@@ -124,13 +124,13 @@ def _sinkhorn_log(S, la, lb, pa, pb, n_iters, tol, check_every):
 @torch.no_grad()
 def sinkhorn(cost:torch.Tensor, # (P, N, K) transport costs (finite, or +inf for forbidden pairs)
              a:torch.Tensor, # (P, N) row masses >= 0 (zeros allowed: masked pixels)
-             b:torch.Tensor, # (P, K) column masses >= 0 (zeros allowed: empty clusters); same total as `a` per group
-             eps:float=0.1, # entropic regularisation, same meaning as POT's `reg`: plan = exp((f + g - cost)/eps)
+             b:torch.Tensor, # (P, K) column masses >= 0 (zeros: empty clusters); `a`'s total per group
+             eps:float=0.1, # entropic regularisation (POT's `reg`): plan = exp((f + g - cost)/eps)
              n_iters:int=200, # maximum number of iterations
              tol:float=1e-6, # stop when the L1 column-marginal error of every group is at most this
-             check_every:int=10, # measure the error every this many iterations (each check syncs with the device)
+             check_every:int=10, # measure the error every this many iterations (a device sync)
              return_info:bool=False, # also return dict(n_iters, err, tol, f, g, domain, group_iters)
-             domain:str='auto' # 'log', 'exp' (multiplicative, where safe) or 'auto': exp where it cannot underflow
+             domain:str='auto' # 'log', 'exp' (multiplicative) or 'auto': exp where it cannot underflow
             ): # plan (P, N, K), or (plan, info) with `return_info`
     """Batched entropic OT (log-domain, or exp-domain where that is safe): the plan with row sums `a` and
     column sums `b` minimising `<T, C> − eps·H(T)`."""
@@ -177,7 +177,7 @@ def sinkhorn_single(cost:torch.Tensor, # (N, K) costs of one group
                     b:torch.Tensor, # (K,) column masses (zeros allowed)
                     eps:float=0.05, # entropic regularisation
                     n_iters:int=100, # iteration cap
-                    tol:float=1e-4, # stop when the L1 column-marginal error is at most this (checked every 10)
+                    tol:float=1e-4, # stop when the L1 column-marginal error is at most this
                     check_every:int=10,
                     domain:str='auto' # 'auto': the rule of `pot_nb.ot.sinkhorn`; 'log': always the log domain
                    )->tuple: # (plan (N, K), iterations run)

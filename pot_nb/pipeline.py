@@ -57,7 +57,7 @@ def run_pipeline(source, # dataset folder (VOC layout, VOC, COCO, or 'fmnist'/'p
                  method:str='pot', # 'pot', 'sipe' or 'cam' (the preset of `POTConfig`)
                  cfg:POTConfig|None=None, # POT's options (default: the method's preset)
                  arch:str='lite0', size:int=256, bs:int=16, # backbone, crop side, batch (all stages)
-                 n_images:int|None=None, # label only the first n training images (CAMs, pseudo masks, segmentation)
+                 n_images:int|None=None, # label only the first n training images
                  scales=(1.0, 0.5, 1.5, 2.0), # CAM scales (with flips)
                  pseudo:str='irn', # which pseudo masks the segmentation network learns from: 'irn' or 'crf'
                  train_split:str='train', val_split:str='val', n_val:int|None=None, # splits; images scored

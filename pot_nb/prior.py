@@ -26,10 +26,10 @@ def _resize(maps:np.ndarray, size)->np.ndarray:
                       align_corners=False)
     return t[0].numpy()
 
-def load_prior_cam(path:str|Path, # one prior file: a dict with `keys` + a map entry, or a plain (C, H, W) array
+def load_prior_cam(path:str|Path, # a prior file: a dict with `keys` and maps, or a (C, H, W) array
                    n_classes:int, # foreground classes C of the dataset
                    size:tuple|None=None, # (h, w) to resize the maps to (bilinear); None keeps the file's size
-                   key:str|None=None # the dict entry holding the maps (default: the first of `PRIOR_KEYS` present)
+                   key:str|None=None # the dict entry with the maps (default: the first of `PRIOR_KEYS`)
                   )->dict: # keys (K,) int64, high_res (K, h, w) float32 in [0, 1]
     "Read one per-image prior CAM file, check it, max-normalise every map and resize it."
     path, d = Path(path), read_npy(path, 'prior CAM file')
@@ -58,7 +58,7 @@ def load_prior_cam(path:str|Path, # one prior file: a dict with `keys` + a map e
 def check_priors(prior_dir:str|Path, # folder of `{name}.npy` prior files
                  ds, # a dataset with `.names`, `.classes` and `.label(i)` (e.g. `pot_nb.data.SegDataset`)
                  n_images:int|None=None # check only the first n images
-                )->dict: # n_files, extra {name: unlabelled classes with a map}, lacking {name: labelled without a map}
+                )->dict: # n_files, extra {name: maps of unlabelled classes}, lacking {name: classes without}
     """Check that every image of `ds` has a readable prior file; count classes that disagree with the image
     labels."""
     prior_dir, names = Path(prior_dir), list(ds.names)[:n_images]

@@ -45,9 +45,9 @@ def seed_map(ncam:torch.Tensor, # (B, C+1, h, w) normalised CAM from `norm_cam`
 def structure_seeds(ncam:torch.Tensor, # (B, C+1, h, w) normalised CAM from `norm_cam`
                     feat:torch.Tensor, # (B, D, h, w) features whose correlation defines the structure
                     labels:torch.Tensor, # (B, C) multi-hot image labels
-                    valid:torch.Tensor|None=None, # (B, h, w) bool, pixels that may be seeds and count in the IoU
+                    valid:torch.Tensor|None=None, # (B, h, w) bool: pixels that may be seeds
                     bg_scale:float=0.5 # factor on the background's IoU (SIPE: 0.5)
-                   )->torch.Tensor: # (B, h, w) long: seed channel in 0..C (0 = background), -1 outside `valid`
+                   )->torch.Tensor: # (B, h, w) long: seed channel 0..C (0 = background), -1 outside `valid`
     "SIPE's seeds: the class whose CAM best overlaps (IoU) each pixel's feature-correlation map."
     B, C1, h, w = ncam.shape
     f = F.normalize(feat.detach().float().flatten(2), dim=1)                   # (B, D, N)
@@ -90,7 +90,7 @@ def loop_prototype_cams(feat:torch.Tensor, # (B, D, h, w) hierarchical features
                         bg_contrast:bool=True, # re-activate by the margin over the background prototypes
                         kmeans=kmeans_single, # the per-group k-means (a benchmark passes a timed one)
                         sinkhorn=sinkhorn_single # the per-group Sinkhorn
-                       )->dict: # cams (B, C+1, h, w); km_iters, ot_iters (per group); km_cos (seed-centre cosine)
+                       )->dict: # cams (B, C+1, h, w); km_iters, ot_iters; km_cos (seed-centre cosine)
     """The prototype step written plainly: a loop over images and their classes, one k-means and one Sinkhorn
     per group."""
     B, D, h, w = feat.shape
@@ -147,7 +147,7 @@ class ProtoGroups(NamedTuple):
 def make_groups(labels:torch.Tensor, # (B, C) multi-hot image labels
                 seeds:torch.Tensor, # (B, h, w) long from `seed_map` (-1 = not a seed)
                 k:int, # clusters per prototype set
-                scope:str='image' # 'image': a set per (image, class); 'batch': a set per class, shared by the batch
+                scope:str='image' # 'image': a set per (image, class); 'batch': per class, shared
                )->ProtoGroups:
     "Index the present (image, class) groups and their prototype sets; no loops over images or classes."
     if scope not in ('image', 'batch'): raise ValueError(f"scope must be 'image' or 'batch', got {scope!r}")
@@ -183,7 +183,7 @@ def cluster_seeds(feats:torch.Tensor, # (B, N, D) unit-norm pixel features
                   n_iters:int=30, # k-means iteration cap
                   tol:float=1e-4, # k-means tolerance (see `batched_kmeans`)
                   seed:int=0, # k-means++ seed
-                  scale:torch.Tensor|None=None, # (B, N) 1/‖f‖ when `feats` is not unit-norm (e.g. the raw maps)
+                  scale:torch.Tensor|None=None, # (B, N) 1/‖f‖ when `feats` is not unit-norm
                   return_result:bool=False, # also return the `KMeansResult` (per-set iterations, counts)
                   normalise:bool=False # normalise the seed features inside (the result's `inv_norm`)
                  )->tuple: # slot (B, N): g*K + k on seeds, -1 elsewhere; most k-means iterations[; result]
@@ -209,11 +209,11 @@ def _blocks(layout:ProtoGroups, B:int, device)->torch.Tensor:
     "Table block of each image: its own with scope 'image', the shared block 0 with scope 'batch'."
     return torch.arange(B, device=device) if layout.n_blocks == B else torch.zeros(B, dtype=torch.long, device=device)
 
-def cluster_prototypes(feats:torch.Tensor, # (B, N, D) unit-norm pixel features (gradient flows through), any strides
+def cluster_prototypes(feats:torch.Tensor, # (B, N, D) unit-norm pixel features (with gradient), any strides
                        slot:torch.Tensor, # (B, N) long from `cluster_seeds` (-1 = not a seed)
                        n_slots:int, # G*K
-                       layout:ProtoGroups|None=None, # from `make_groups`: sum per image with one `bmm` (no gather)
-                       scale:torch.Tensor|None=None # (B, N) per-pixel factor (1/‖f‖) when `feats` is not unit-norm
+                       layout:ProtoGroups|None=None, # from `make_groups`: one `bmm` per image (no gather)
+                       scale:torch.Tensor|None=None # (B, N) 1/‖f‖ when `feats` is not unit-norm
                       )->tuple: # (protos (G*K, D) unit norm or zero, counts (G*K,) long)
     "Normalised mean of the features in each cluster slot, differentiable with respect to `feats`."
     B, N, D = feats.shape
@@ -239,8 +239,8 @@ def cluster_prototypes(feats:torch.Tensor, # (B, N, D) unit-norm pixel features 
 def group_similarity(feats:torch.Tensor, # (B, N, D) unit-norm pixel features, any strides
                      protos:torch.Tensor, # (G*K, D) prototypes from `cluster_prototypes`
                      layout:ProtoGroups, # from `make_groups`
-                     scale:torch.Tensor|None=None # (B, N) per-pixel factor (1/‖f‖) when `feats` is not unit-norm
-                    )->torch.Tensor: # (P, N, K) cosine similarity of every pixel of the group's image to its prototypes
+                     scale:torch.Tensor|None=None # (B, N) 1/‖f‖ when `feats` is not unit-norm
+                    )->torch.Tensor: # (P, N, K) cosine of each pixel to its group's prototypes
     "Cosine similarity of each group's pixels to the group's K prototypes, via one batched matmul."
     B, N, D = feats.shape
     G, k = len(layout.set_cls), layout.k
@@ -293,9 +293,9 @@ def assemble_cams(m:torch.Tensor, # (P, N) per-group activation
     return max_norm(out) if normalise else out
 
 # %% ../nbs/05_prototypes.ipynb #3836ee34
-def background_similarity(sim:torch.Tensor, # (P, N, K) cosine similarities of every group's pixels to its prototypes
+def background_similarity(sim:torch.Tensor, # (P, N, K) cosine of each pixel to its group's prototypes
                           valid_k:torch.Tensor, # (P, K) bool, clusters that have a prototype
-                          groups:torch.Tensor # (P, 2) long (image, channel); every image has its background group
+                          groups:torch.Tensor # (P, 2) (image, channel); each image has a background group
                          )->torch.Tensor: # (P, N): 0 for background groups
     "Each pixel's best similarity to its image's background prototypes (≥ 0, constant), for every group."
     bg = groups[:, 1] == 0
@@ -362,7 +362,7 @@ class _KnownPrototypes(torch.autograd.Function):
             grads = iter(torch.autograd.grad(p, [t for t, n in zip((f, i), need) if n], g))
         return (next(grads) if need[0] else None, next(grads) if need[1] else None, None, None, None)
 
-def known_prototypes(feats:torch.Tensor, # (B, N, D) pixel features (any strides), scaled by `inv` to unit norm
+def known_prototypes(feats:torch.Tensor, # (B, N, D) pixel features (any strides), `inv` makes them unit
                      inv:torch.Tensor, # (B, N) 1/‖f‖ per pixel
                      protos:torch.Tensor, # (G*K, D) the value: the k-means centres of the final assignment
                      slot:torch.Tensor, # (B, N) long cluster slot of each seed pixel, -1 elsewhere
@@ -400,8 +400,8 @@ def _argmax_last(x:torch.Tensor)->torch.Tensor:
 def prototype_cams(feat:torch.Tensor, # (B, D, h, w) hierarchical feature
                    cam:torch.Tensor, # (B, C, h, w) raw classifier CAM on the same grid
                    labels:torch.Tensor, # (B, C) multi-hot image labels
-                   n_clusters:int=2, # K, prototypes per class (1 = SIPE-like single prototype; 2 from the ablation)
-                   scope:str='image', # cluster the seeds of each (image, class) or of each class across the batch
+                   n_clusters:int=2, # K, prototypes per class (1: SIPE-like; 2 from the ablation)
+                   scope:str='image', # cluster each (image, class)'s seeds, or each class's in the batch
                    marginals:str='similarity', # OT marginals: 'similarity' or 'uniform'
                    eps:float=0.05, # Sinkhorn entropic regularisation
                    tau:float=0.1, # temperature of the similarity-aware marginals
@@ -412,7 +412,7 @@ def prototype_cams(feat:torch.Tensor, # (B, D, h, w) hierarchical feature
                    sinkhorn_tol:float=1e-4, # Sinkhorn marginal-error tolerance
                    seed:int=0, # k-means++ seed
                    valid:torch.Tensor|None=None, # (B, h, w) bool, pixels that count (e.g. not crop padding)
-                   seeds:str='cam', # 'cam': CAM argmax (`seed_map`); 'structure': SIPE's IoU rule (`structure_seeds`)
+                   seeds:str='cam', # 'cam': CAM argmax (`seed_map`); 'structure': SIPE's rule
                    bg_contrast:bool=True # re-activate by the margin over the image's background prototypes
                   )->ProtoOutput:
     "Prototype CAMs of a batch: seeds → batched k-means prototypes → similarity-aware OT → re-activation."

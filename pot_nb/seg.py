@@ -38,7 +38,7 @@ class SegNet(nn.Module):
     """A segmentation network: `forward(x)` gives `(B, C+1, H, W)` logits (background first); `norm` is its
     input normalisation."""
     def __init__(self, n_classes:int, # foreground classes C
-                 arch:str='deeplabv3plus', # 'deeplabv3plus' (smp, any timm encoder) or 'paper' (DeepLabV3, ResNet-101)
+                 arch:str='deeplabv3plus', # 'deeplabv3plus' (smp, timm encoder) or 'paper' (DeepLabV3-R101)
                  encoder:str='lite0', # deeplabv3plus's encoder: 'lite0' (offline weights) or a timm name
                  pretrained:bool=True): # ImageNet weights for the encoder
         super().__init__()
@@ -113,7 +113,7 @@ def seg_dls(label_dir:str|Path, # pseudo masks of the training images, `{name}.p
             split:str='train', # the split the pseudo masks belong to
             names:list[str]|None=None, # these images (default: the whole split)
             bs:int=16, size:int=256, # batch, crop side
-            valid_split:str|None='val', # ground truth for the metric (None: first training images' pseudo masks)
+            valid_split:str|None='val', # ground truth for the metric (None: the pseudo masks)
             n_valid:int|None=64, # validation images (evenly spaced; None: all)
             norm:str|tuple='imagenet', num_workers:int=0, seed:int=0, device=None)->DataLoaders:
     """fastai `DataLoaders` for `fit_seg`: augmented (image, pseudo mask) crops; validation images with their
@@ -138,7 +138,7 @@ def fit_seg(source, # dataset folder or `SegDataset`
             split:str='train', # the split the pseudo masks belong to
             arch:str='deeplabv3plus', encoder:str='lite0', pretrained:bool=True, # the network (`SegNet`)
             epochs:int=5, bs:int=16, size:int=256, # epochs, batch, crop side
-            lr:float|None=None, wd:float=1e-4, opt:str='adam', # Adam 1e-3, or SGD (momentum 0.9) 0.01 by default
+            lr:float|None=None, wd:float=1e-4, opt:str='adam', # Adam 1e-3, SGD (momentum 0.9) 0.01 by default
             n_images:int|None=None, # only the first n images of the split
             valid_split:str|None='val', n_valid:int|None=64, # ground truth for the metric (see `seg_dls`)
             num_workers:int=0, seed:int=0, device=None, fp16:bool|None=None, # fp16 None: on for CUDA
@@ -213,7 +213,7 @@ def seg_probs(model:SegNet, # in eval mode
 def predict_masks(learn_or_model, # `fit_seg`'s Learner or a `SegNet`
                   source, # dataset folder or `SegDataset`
                   split:str='val', # which split's images
-                  out_dir:str|Path|None=None, # where the PNGs go (default: `masks_<split>` in the learner's path)
+                  out_dir:str|Path|None=None, # where the PNGs go (default: `masks_<split>`)
                   scales=(1.0,), flip:bool=True, # multi-scale × flip inference
                   crf:bool=False, # refine with the dense CRF
                   shard=None, # 'i/n': this process's share

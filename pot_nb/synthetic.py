@@ -76,7 +76,7 @@ def _save_image(path:Path, img:np.ndarray, fmt:str):
 def write_voc(root:str|Path, # folder to write into (created)
               splits:dict, # split name -> (names, images (N,H,W,3) uint8, masks (N,H,W) uint8)
               classes:Sequence[str], # foreground class names, written to classes.txt
-              labels:dict|None=None, # name -> (C,) multi-hot, written to cls_labels.npy (default: from the masks)
+              labels:dict|None=None, # name -> (C,) multi-hot for cls_labels.npy (default: from masks)
               img_format:str='png', # 'png' (lossless) or 'jpg' (quality 95)
               threads:int=4 # image encoders running at once
              )->Path:

@@ -44,7 +44,7 @@ def batch_valid(extra)->torch.Tensor|None:
 class POTLoss:
     """fastai loss function: `L_cls + lam·L_con` of a `POTConfig` (`pot_loss`), remembering the last
     components."""
-    def __init__(self, cfg:POTConfig|str|None=None, # the method's options, or a preset name ('cam', 'sipe', 'pot')
+    def __init__(self, cfg:POTConfig|str|None=None, # the method's options, or a preset ('cam', 'sipe', 'pot')
                  **changes): # options that differ from `cfg`
         if cfg is None or isinstance(cfg, str): cfg = POTConfig.preset(cfg or 'pot')
         self.cfg, self.last = cfg.replace(**changes), {}
@@ -165,8 +165,8 @@ class CAMmIoU(Metric):
     def __init__(self, n_classes:int, # foreground classes C
                  kind:str='cls', # 'cls' classifier CAM | 'proto' prototype CAM
                  bg:float|None=None, # None: background 1 − max; a number: background threshold
-                 cfg:POTConfig|None=None, # kind='proto': the prototype options (None: those `POTCallback` trains with)
-                 reuse:bool=True, # kind='proto': take the batch's `learn.proto` when it was made with the same options
+                 cfg:POTConfig|None=None, # kind='proto': prototype options (None: `POTCallback`'s)
+                 reuse:bool=True, # kind='proto': reuse `learn.proto` when made with the same options
                  **changes): # options that differ from `cfg`
         self.n, self.kind, self.bg, self.reuse = n_classes + 1, kind, bg, reuse
         self.cfg = None if cfg is None and not changes else (cfg or POTConfig()).replace(**changes)
@@ -238,7 +238,7 @@ def unwrap_model(learn_or_model):
 class ResumeCheckpoint(Callback):
     "Save model, optimizer, epoch and RNG states atomically after every epoch, for `fit_pot(resume=True)`."
     order = 65  # after the recorder has logged the epoch
-    def __init__(self, fname:str='pot', # checkpoint name, written to `learn.path/learn.model_dir/{fname}.ckpt`
+    def __init__(self, fname:str='pot', # checkpoint name: `learn.path/learn.model_dir/{fname}.ckpt`
                  meta:dict|None=None): # extra information kept in the file (classes, arch, options)
         self.fname, self.meta = fname, meta or {}
     def after_epoch(self):
@@ -356,8 +356,8 @@ except (ImportError, NameError): WSSSDistributedTrainer = None  # fastai.distrib
 
 @contextlib.contextmanager
 def distributed_ctx(learn:Learner, # the learner to train in several processes
-                    sync_bn:bool=False, # convert BatchNorm to SyncBatchNorm (only useful when BN layers train)
-                    **kwargs): # passed to Accelerate's `Accelerator` (default: `cpu=True` for a model on the CPU)
+                    sync_bn:bool=False, # BatchNorm to SyncBatchNorm (useful when BN layers train)
+                    **kwargs): # for Accelerate's `Accelerator` (`cpu=True` for a model on the CPU)
     "Add `WSSSDistributedTrainer` for the duration of the block; processes other than 0 show no progress bar."
     if WSSSDistributedTrainer is None:
         raise ImportError('training in several processes needs the accelerate package (pip install '
@@ -385,7 +385,7 @@ def _latest_ckpt(path:Path, fname:str)->Path|None:
 
 # %% ../nbs/09_train.ipynb #4a55fb51
 def fit_pot(source, # a VOC-layout folder (path) or fastai `DataLoaders` from `wsss_dls`
-            cfg:POTConfig|str|None=None, # the method's options, or a preset name: 'pot' (default), 'sipe', 'cam'
+            cfg:POTConfig|str|None=None, # the method's options, or a preset: 'pot' (default), 'sipe', 'cam'
             arch:str='lite0', # 'lite0' (offline ImageNet weights), 'resnet50', or any timm model name
             epochs:int=5, bs:int=16, size:int=256, # epochs, batch size, crop size
             lr:float|None=None, # learning rate of the new layers (backbone: lr/10); default by optimizer
@@ -395,9 +395,9 @@ def fit_pot(source, # a VOC-layout folder (path) or fastai `DataLoaders` from `w
             pretrained:bool=True, num_workers:int=0,
             n_valid:int|None=64, # validation images for the CAM-mIoU metric (None: all)
             train_split:str='train', valid_split:str='val', # e.g. 'train_aug' (VOC + SBD, 10,582 images)
-            metrics:str|tuple='auto', # 'auto': classifier CAM mIoU (+ prototype CAM mIoU for pot/sipe); () for none
+            metrics:str|tuple='auto', # 'auto': classifier (+ prototype) CAM mIoU; () for none
             device=None, seed:int=0, fp16:bool|None=None, # fp16 None: on for CUDA
-            deterministic:bool=False, # deterministic GPU kernels (`seed_everything(seed, deterministic=True)`); slower
+            deterministic:bool=False, # deterministic GPU kernels (slower)
             distributed:bool|None=None, # several processes (DDP); None: when launched by torchrun/accelerate
             max_nonfinite:int|None=20, # stop after this many non-finite steps in a row (each is skipped)
             path='.', model_dir='models', fname:str='pot', # where checkpoints go

@@ -96,8 +96,8 @@ def show_grid(rows:list, # rows of panels; a panel is an (H, W[, 3]) array or No
 
 # %% ../nbs/02_viz.ipynb #a0178046
 def plot_clusters(img:np.ndarray, # (H, W, 3) uint8 image
-                  clusters:np.ndarray, # (h, w) int cluster index of each seed pixel of the class, -1 elsewhere
-                  cam:np.ndarray|None=None, # optional (h, w) classifier CAM of the class, in [0, 1], shown first
+                  clusters:np.ndarray, # (h, w) cluster of each seed pixel of the class, -1 elsewhere
+                  cam:np.ndarray|None=None, # optional (h, w) classifier CAM of the class in [0, 1], first
                   title:str|None=None, # figure title (e.g. the class name)
                   size:float=2.4 # inches per panel
                  )->plt.Figure:

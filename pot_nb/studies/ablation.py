@@ -25,7 +25,7 @@ __all__ = ['SWEEP', 'ABLATION_BASE', 'ABLATION_ROWS', 'CachedTrunk', 'tail_model
 class CachedTrunk(nn.Module):
     """A `Backbone` cut in two: a frozen `trunk(x)` whose stage outputs are cached, and a trainable tail
     (`forward`)."""
-    def __init__(self, backbone:nn.Module, # a `pot_nb.model.Backbone` (timm EfficientNet-style `blocks` or ResNet)
+    def __init__(self, backbone:nn.Module, # a `pot_nb.model.Backbone` (timm `blocks` or ResNet)
                  n_cached:int=3): # returned stages computed by the trunk (the rest by the tail)
         super().__init__()
         body, names = backbone.body, [s.replace('_', '.') for s in backbone.stage_names]
@@ -124,7 +124,7 @@ def train_tail(cache:dict, # from `cache_trunk` (training split)
                epochs:int=3, bs:int=16, lr:float=1e-3, wd:float=1e-4,
                seed:int=0, device=None,
                model_kw:dict|None=None, # `tail_model` options
-               **pot_kw)->tuple[POTNet, dict]: # n_clusters, scope, marginals, loss, eps, tau, lam → (model, log)
+               **pot_kw)->tuple[POTNet, dict]: # POT options (n_clusters, lam, ...) → (model, log)
     "Train one ablation row on cached trunk outputs; returns the model and a log (losses, seconds per epoch)."
     device = get_device(device)
     seed_everything(seed)
@@ -260,7 +260,7 @@ def run_ablation(train:dict, # `cache_trunk` of the training split
                  rows:dict|None=None, # name → `pot_loss` options (default `ABLATION_ROWS`)
                  seeds=(0, 1, 2),
                  epochs:int=1, bs:int=16, lr:float=1e-3,
-                 n_eval_train:int=1000, # training images evaluated (the WSSS convention: CAMs of training images)
+                 n_eval_train:int=1000, # training images evaluated (WSSS scores training CAMs)
                  model_kw:dict|None=None, # `tail_model` options
                  device=None, verbose:bool=True)->dict: # every finished run (`load_results`)
     """Train and evaluate every (row, seed) on cached trunk outputs; one JSON file per run, written

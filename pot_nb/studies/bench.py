@@ -36,7 +36,7 @@ def bench_inputs(batch:int=8, # images B
                  noise:float=0.04, # per-channel std of the pixel noise
                  seed:int=0, # generator seed
                  device:str|torch.device='cpu' # where the tensors live
-                )->dict: # feat (B, D, h, w), cam (B, C, h, w), labels (B, C), region (B, h, w): channel·parts + part
+                )->dict: # feat, cam, labels (B, C), region (B, h, w): channel·parts + part
     "Synthetic hierarchical features, classifier CAMs and labels with several clusters per class."
     g = torch.Generator().manual_seed(seed)
     B, C1, h = batch, n_classes + 1, grid
@@ -208,7 +208,7 @@ def run_bench(batch:list=(8, 16), # batch sizes
               eps:float=0.05, tau:float=0.1, kmeans_iters:int=30, kmeans_tol:float=1e-4,
               sinkhorn_iters:int=100, sinkhorn_tol:float=1e-4, # equal stopping rules for both implementations
               seed:int=0, memory:bool=True, # also measure peak memory (after all timings)
-              loop_domain:str='auto' # the loop's Sinkhorn: 'auto' (the batched rule) or 'log' (always log domain)
+              loop_domain:str='auto' # the loop's Sinkhorn: 'auto' (batched rule) or 'log'
              )->dict: # rows (list of dicts), matmul_gflops, device, threads
     "Time the batched prototype step against the per-group loop on identical inputs."
     dev = get_device(device)

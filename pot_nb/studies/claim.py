@@ -140,7 +140,7 @@ def run_claim(data:dict, # benchmark name → dataset folder
               out:str|Path, # folder for runs/*.json and the models
               rows:dict|None=None, # row name → `POTConfig` options (default `CLAIM_ROWS`)
               seeds=(0, 1, 2),
-              epochs:int=4, bs:int=16, sizes:dict|None=None, # crop size per benchmark (default: its image size)
+              epochs:int=4, bs:int=16, sizes:dict|None=None, # crop size per benchmark (default: image size)
               lr:float|None=None, n_eval:int|None=None, # training images scored (None: all)
               verbose:bool=True)->dict: # '{bench} | {row} | seed {s}' → result
     """Train every (benchmark, row, seed) end to end with `fit_pot`, score its CAMs on the training images;

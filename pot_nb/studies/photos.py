@@ -48,7 +48,7 @@ def polygon_mask(xy:np.ndarray, # (n, 2) polygon vertices as (x, y) pixel coordi
         raise ValueError(f'polygon must be (n >= 3, 2) (x, y) points, got {xy.shape}')
     return polygon2mask(tuple(shape[:2]), xy[:, ::-1])
 
-def load_quokka(folder:str|Path|None=None # folder with quokka.jpg and quokka_annotations.json (default: `imgaug_dir()`)
+def load_quokka(folder:str|Path|None=None # folder of quokka.jpg + quokka_annotations.json (`imgaug_dir()`)
                )->dict: # img (H, W, 3) uint8, polygon (n, 2) (x, y), mask (H, W) bool, bbox (x1, y1, x2, y2)
     "The imgaug quokka photo with its outline polygon rasterised to a mask at the image size."
     d = Path(folder) if folder is not None else imgaug_dir()
@@ -102,7 +102,7 @@ def stage_feature(model:torch.nn.Module, # a timm EfficientNet (or any model wit
                   x:torch.Tensor, # (B, 3, H, W) normalised images
                   size:tuple, # (h, w) grid of the result
                   stages:tuple=(1, 2, 3, 4), # indices into the model's stage outputs (0 = the stem stage)
-                  center:bool=False # subtract each stage's mean over the image (after normalising), then renormalise
+                  center:bool=False # subtract each stage's image mean (normalised), renormalise
                  )->torch.Tensor: # (B, sum of stage channels, h, w), unit norm per stage
     "Backbone stage outputs resized to one grid, L2-normalised per stage and concatenated."
     feats = model.forward_intermediates(x, indices=list(stages), intermediates_only=True)
@@ -122,9 +122,9 @@ def stage_feature(model:torch.nn.Module, # a timm EfficientNet (or any model wit
 def photo_prototype_cams(img:np.ndarray, # (H, W, 3) uint8 RGB photo
                          class_idx:int|None=None, # ImageNet class; None: the classifier's top-1
                          n_clusters:int=3, # K prototypes for the class and for the background
-                         long:int|None=448, # resize so that the longer side has this many pixels (None: as is)
+                         long:int|None=448, # resize so the longer side has this many pixels (None: as is)
                          stages:tuple=(1, 2, 3, 4), # backbone stages of the hierarchical feature
-                         center:bool=False, # centre each stage's features on the image's mean (see `stage_feature`)
+                         center:bool=False, # centre each stage's features (see `stage_feature`)
                          model:torch.nn.Module|None=None, # default `imagenet_lite0(16)`
                          **proto_kw # more options of `prototype_cams` (marginals, eps, tau, ...)
                         )->dict: # see below
