@@ -10,8 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from fastprogress.fastprogress import progress_bar
-from .core import get_device, max_norm, show_progress
+from .core import get_device, max_norm, progress_items, evaluating
 from .data import load_dataset, normalize
 from .config import POTConfig, option_names
 from .prototypes import prototype_cams
@@ -201,13 +200,8 @@ def make_cams(learn_or_model, # a fastai `Learner` from `fit_pot`, or a `POTNet`
     label = lambda i: ds.label(i) if hasattr(ds, 'label') else ds[i]['label']
     todo = [i for i in idx if overwrite or not _done(out_dir/f'{ds.names[i]}.npy', label(i), settings,
                                                      save_all)]
-    was_training = model.training
-    model.eval()
-    if device is not None: model.to(device)
-    try:
-        if progress is None: progress = show_progress()
-        it = progress_bar(todo, leave=False) if (progress and todo) else todo
-        for i in it:
+    with evaluating(model, device):
+        for i in progress_items(todo, progress):
             item = ds[i]
             try: r = image_cams(model, item['img'], item['label'], scales, flip, proto=kind != 'cls',
                                 max_side=max_side, **kw)
@@ -230,6 +224,4 @@ def make_cams(learn_or_model, # a fastai `Learner` from `fit_pot`, or a `POTNet`
             save_cam(out_dir/f'{item["name"]}.npy', r['keys'], hr, **extra)
             # of killed runs; a live writer's file stays
             clean_stale_tmps(out_dir/f'{item["name"]}.npy')
-    finally:
-        model.train(was_training)
     return out_dir

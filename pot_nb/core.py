@@ -4,14 +4,14 @@
 
 # %% ../nbs/00_core.ipynb #29c35a9a
 from __future__ import annotations
-import os, random
+import os, random, contextlib
 import numpy as np
 import torch
 
 # %% auto #0
 __all__ = ['IGNORE_INDEX', 'VOC_CLASSES', 'COCO_CLASSES', 'voc_palette', 'colorize_mask', 'seed_everything', 'get_device',
            'max_norm', 'mask_by_labels', 'labels_with_bg', 'add_background', 'run_command', 'config_flags', 'command',
-           'warn_user', 'show_progress']
+           'warn_user', 'show_progress', 'progress_items', 'evaluating', 'distributed_on']
 
 # %% ../nbs/00_core.ipynb #0b46a1c5
 IGNORE_INDEX = 255
@@ -229,3 +229,29 @@ def show_progress()->bool:
         if get_ipython() is not None and 'IPKernelApp' in get_ipython().config: return True
     except ImportError: pass
     return bool(getattr(sys.stdout, 'isatty', lambda: False)())
+
+# %% ../nbs/00_core.ipynb #f0a1f137
+def progress_items(items:list, # what to iterate over
+                   progress:bool|None=None # draw a bar (None: `show_progress()`)
+                  ):
+    "`items`, wrapped in a fastprogress bar when `progress` says so and there is something to do."
+    from fastprogress.fastprogress import progress_bar
+    if progress is None: progress = show_progress()
+    return progress_bar(items, leave=False) if progress and len(items) else items
+
+# %% ../nbs/00_core.ipynb #8ab455b2
+@contextlib.contextmanager
+def evaluating(model:torch.nn.Module, # the network
+               device=None # move it here first (None: leave it where it is)
+              ):
+    "Context manager: `model` in eval mode (on `device`) inside the block, its training mode restored after."
+    was_training = model.training
+    if device is not None: model.to(device)
+    model.eval()
+    try: yield model
+    finally: model.train(was_training)
+
+# %% ../nbs/00_core.ipynb #ca407476
+def distributed_on()->bool:
+    "Whether a `torch.distributed` process group is up."
+    return torch.distributed.is_available() and torch.distributed.is_initialized()

@@ -141,6 +141,7 @@ class CAMExplorer:
         "Run `model` on the images to get the hierarchical features and classifier CAMs, then explore them."
         from pot_nb.data import normalize
         from pot_nb.train import unwrap_model
+        from pot_nb.core import evaluating
         saved = getattr(model, 'pot_config', None) or getattr(unwrap_model(model), 'pot_config', None)
         kw.setdefault('cfg', POTConfig.from_dict(saved))
         model = unwrap_model(model)
@@ -149,9 +150,7 @@ class CAMExplorer:
         norm = norm or getattr(model, 'norm', None) or getattr(getattr(model, 'backbone', None), 'norm',
                                                                'imagenet')
         x = normalize(torch.from_numpy(imgs).permute(0, 3, 1, 2).float(), norm).to(device)
-        was = model.training; model.eval()
-        try: _, cam, feat = model(x)
-        finally: model.train(was)
+        with evaluating(model): _, cam, feat = model(x)
         classes = classes or list((getattr(model, 'pot_config', None) or {}).get('classes', []))
         classes = classes or [str(c) for c in range(cam.shape[1])]
         return cls(imgs, feat.float().cpu(), cam.float().cpu(),

@@ -16,8 +16,7 @@ with warnings.catch_warnings():                 # fastai's import triggers a tor
 from fastai.data.core import DataLoaders
 from fastai.optimizer import SGD, Adam
 from fastai.callback.progress import ProgressCallback
-from fastprogress.fastprogress import progress_bar
-from .core import IGNORE_INDEX, seed_everything, get_device, show_progress
+from .core import IGNORE_INDEX, seed_everything, get_device, show_progress, progress_items, evaluating
 from .files import module_fingerprint
 from .formats import load_mask
 from .data import normalize, MaskCropDataset, train_valid_dls
@@ -355,17 +354,12 @@ def make_irn_labels(learn_or_model, # `fit_irn`'s Learner or a `BoundaryNet`
     kw = dict(model=module_fingerprint(model), beta=beta, exp_times=exp_times, radius=radius,
               bg_thres=bg_thres)
     todo = label_todo(cam_dir, ds, out_dir, kw, names, n_images, shard, overwrite)
-    was_training = model.training
-    model.eval()
-    if device is not None: model.to(device)
-    try:
-        bar = (show_progress() if progress is None else progress) and todo
-        for nm, note in (progress_bar(todo, leave=False) if bar else todo):
+    with evaluating(model, device):
+        for nm, note in progress_items(todo, progress):
             d, img = load_cam(cam_dir/f'{nm}.npy'), np.asarray(ds.read_image(nm))
             _check_cam(d, cam_dir/f'{nm}.npy', img)
             walked = walk_cams(d['high_res'], boundary_map(model, img), beta, exp_times, radius)
             save_mask_png(out_dir/f'{nm}.png', irn_mask(walked, d['keys'], bg_thres), note)
-    finally: model.train(was_training)
     return out_dir
 
 # %% ../nbs/11a_irn.ipynb #dc77cdae

@@ -16,8 +16,8 @@ with warnings.catch_warnings():                 # fastai's import triggers a tor
 from fastai.data.core import DataLoaders
 from fastai.optimizer import SGD, Adam
 from fastai.callback.progress import ProgressCallback
-from fastprogress.fastprogress import progress_bar
-from .core import IGNORE_INDEX, seed_everything, get_device, show_progress
+from .core import IGNORE_INDEX, seed_everything, get_device, show_progress, progress_items, evaluating
+from .core import distributed_on
 from .files import module_fingerprint
 from .formats import load_mask
 from .data import normalize, MaskCropDataset, WSSSEvalDataset, train_valid_dls, load_dataset
@@ -101,7 +101,7 @@ class SegmIoU(Metric):
     def value(self):
         conf = self.conf
         # add up every process's share
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if distributed_on():
             t = torch.from_numpy(conf.copy()); torch.distributed.all_reduce(t); conf = t.numpy()
         return miou_from_confusion(conf)['miou']
     @property
@@ -232,17 +232,12 @@ def predict_masks(learn_or_model, # `fit_seg`'s Learner or a `SegNet`
                            flip=bool(flip), crf=bool(crf)),
                       sort_keys=True)
     todo = [nm for nm in names if overwrite or not png_done(out_dir/f'{nm}.png', note)]
-    was_training = model.training
-    model.eval()
-    if device is not None: model.to(device)
-    try:
-        bar = (show_progress() if progress is None else progress) and todo
-        for nm in (progress_bar(todo, leave=False) if bar else todo):
+    with evaluating(model, device):
+        for nm in progress_items(todo, progress):
             img = np.asarray(ds.read_image(nm))
             p = seg_probs(model, img, scales, flip)
             mask = (crf_inference(img, p.cpu().numpy()) if crf else p.cpu().numpy()).argmax(0).astype(np.uint8)
             save_mask_png(out_dir/f'{nm}.png', mask, note)
-    finally: model.train(was_training)
     return out_dir
 
 # %% ../nbs/11b_seg.ipynb #30168bbb

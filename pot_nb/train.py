@@ -21,7 +21,8 @@ from fastai.callback.schedule import ParamScheduler, SchedPoly
 from fastai.callback.training import GradientClip
 from fastai.callback.tracker import SaveModelCallback
 from fastai.data.core import DataLoaders
-from .core import seed_everything, get_device, max_norm, mask_by_labels, add_background, IGNORE_INDEX, show_progress
+from .core import seed_everything, get_device, max_norm, mask_by_labels, add_background, IGNORE_INDEX
+from .core import show_progress, distributed_on
 from .data import wsss_dls
 from .model import POTNet, param_groups
 from .config import POTConfig, option_names
@@ -86,11 +87,9 @@ class POTCallback(Callback):
                                                             proto=getattr(self.learn, 'proto', None))
 
 # %% ../nbs/09_train.ipynb #30b105ca
-def _dist_on()->bool: return torch.distributed.is_available() and torch.distributed.is_initialized()
+def _rank()->int: return torch.distributed.get_rank() if distributed_on() else 0
 
-def _rank()->int: return torch.distributed.get_rank() if _dist_on() else 0
-
-def _world()->int: return torch.distributed.get_world_size() if _dist_on() else 1
+def _world()->int: return torch.distributed.get_world_size() if distributed_on() else 1
 
 # %% ../nbs/09_train.ipynb #15226dc2
 class NonFiniteGuard(Callback):
