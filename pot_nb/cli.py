@@ -17,14 +17,14 @@ from .train import fit_pot, load_pot_model
 from .cams import make_cams
 from .evaluate import evaluate_cams, evaluate_masks, format_results, load_cam, cams_to_mask
 from .crf import make_pseudo_labels
-from .irn import fit_irn, load_irn_model, make_irn_labels, irn_figure
+from .irn import fit_irn, load_irn_model, make_irn_labels, irn_figure, walk_bg
 from .seg import seg_figure
-from .pipeline import run_pipeline, pipeline_table
+from .pipeline import run_methods, pipeline_table
 from .viz import cam_overlay, show_grid
 
 # %% auto #0
-__all__ = ['pot_train', 'pot_cams', 'pot_eval', 'pot_pseudo', 'pot_irn_train', 'pot_irn_labels', 'run_demo', 'demo_figure',
-           'pot_demo']
+__all__ = ['DEMO_EXPECT', 'pot_train', 'pot_cams', 'pot_eval', 'pot_pseudo', 'pot_irn_train', 'pot_irn_labels', 'run_demo',
+           'demo_figure', 'pot_demo']
 
 # %% ../nbs/12_cli.ipynb #0e1f6fae
 def _floats(s)->tuple: return tuple(float(v) for v in str(s).replace(',', ' ').split())
@@ -106,7 +106,7 @@ def pot_irn_train(cam_dir:str, # CAM folder of the training images (pot_cams)
                   data:str, # dataset folder
                   split:str='train', out:str='runs/irn', # run folder: checkpoints go to OUT/models
                   ir_dir:str=None, # confident labels (default: CAM_DIR_ir beside the CAMs)
-                  conf_fg:float=0.30, conf_bg:float=0.05, # IRN's thresholds
+                  conf_fg:float=0.5, conf_bg:float=0.1, # confident labels (IRN: 0.30, 0.05)
                   arch:str='lite0', epochs:int=3, bs:int=16, size:int=256, lr:float=0.1,
                   n_images:int=None, n_jobs:int=1, seed:int=0, device:str=None,
                   resume:store_true=False, # continue from OUT/models/irn.ckpt
@@ -126,69 +126,65 @@ def pot_irn_train(cam_dir:str, # CAM folder of the training images (pot_cams)
 def pot_irn_labels(ckpt:str, # checkpoint written by pot_irn_train / fit_irn
                    cam_dir:str, data:str, split:str='train',
                    out:str=None, # output folder (default: CAM_DIR_irn beside the CAMs)
-                   beta:float=10, exp_times:int=8, # IRN's walk: affinity power, 2**exp_times steps
-                   bg_thres:float=0.25, # IRN's background score
+                   beta:float=10, # the affinity power
+                   exp_times:int=None, # 2**exp_times steps (default: IRN's 256 scaled to the image's area)
+                   bg:str='walk', # 'walk' (1 − max walked as the background) or IRN's constant score (0.25)
+                   no_crf:store_true=False, # the plain argmax of the walked maps (IRN), no dense CRF
                    shard:str=None, # 'i/n': this process's share
                    n_images:int=None, device:str=None,
                    overwrite:store_true=False): # replace PNGs made with other settings
     """Pseudo-mask PNGs from CAMs by IRN's random walk over the boundary network's affinities (resumable,
     shardable)."""
     d = make_irn_labels(load_irn_model(ckpt, device), cam_dir, data, split, out_dir=out, beta=beta,
-                        exp_times=exp_times,
-                        bg_thres=bg_thres, shard=shard, n_images=n_images, overwrite=overwrite)
+                        exp_times=exp_times, bg=walk_bg(bg), crf=not no_crf,
+                        shard=shard, n_images=n_images, overwrite=overwrite)
     print(f'IRN pseudo labels in {d}')
     return d
 
+# %% ../nbs/12_cli.ipynb #39be6776
+# what a run with the default sizes printed on a 2-core CPU (see the pipeline notebook for three seeds)
+DEMO_EXPECT = ("With the default sizes: about 12 minutes on a 2-core CPU (a second run skips every finished "
+               "stage).")
+
 # %% ../nbs/12_cli.ipynb #92b8a5b8
 def run_demo(out:str|Path='demo_out', # output folder (data, one pipeline per method, figures, results.json)
-             n_train:int=1000, n_val:int=200, # Fashion-MNIST WSSS images to build
+             n_train:int=400, n_val:int=200, # Fashion-MNIST WSSS images to build
              epochs:int=3, bs:int=16, size:int=160, # the CAM network's schedule, shared by both methods
-             n_eval:int=200, # training images labelled: CAMs, pseudo masks, the segmentation network's data
+             n_eval:int|None=None, # training images labelled (None: all): CAMs, pseudo masks, segmentation
              scales=(1.0, 0.5, 1.5), # CAM scales (with flips)
              cfg:POTConfig|None=None, # the pot row's options (the cam row: the same with method 'cam')
              lr:float|None=None, arch:str='lite0',
-             irn_epochs:int=3, seg_epochs:int=6, # IRN's boundary network, the segmentation network
+             irn_epochs:int=3, seg_epochs:int=3, # IRN's boundary network, the segmentation network
              seed:int=0, device=None)->dict:
-    """The main job: the Fashion-MNIST benchmark, then `run_pipeline` for `cam` and `pot`; a table of every
-    stage, figures."""
+    """The main job: the Fashion-MNIST benchmark, `run_pipeline` for `cam`, `pot` and the upper bound; a table
+    of every stage, figures."""
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    n_lab = n_train if n_eval is None else min(n_eval, n_train)
     print(f"pot_demo: builds the Fashion-MNIST benchmark ({n_train} training / {n_val} validation images, "
-          f"{size} px), "
-          "then runs the whole pipeline for the classifier-CAM baseline (cam) and POT (pot): the CAM "
-          "network "
-          f"({epochs} epochs, {arch}), CAMs of {n_eval} training images, their dense-CRF and IRN pseudo "
-          "masks, a "
-          f"DeepLabV3+ trained {seg_epochs} epochs on the IRN masks, and its masks of the validation "
-          "images.\n"
-          "With the default sizes: about 20 minutes on a 2-core CPU (a second run skips every finished "
-          "stage); expect "
-          "CAM mIoU near 33 (cam) and 46 (pot), pseudo masks near 40 / 42 (cam: CRF / IRN) and 60 / 56 "
-          "(pot), and a "
-          f"segmentation network near 26 for both: 200 images are too few for it to tell ten garments apart.",
-          flush=True)
+          f"{size} px), then runs the whole pipeline for the classifier-CAM baseline (cam) and POT (pot): "
+          f"one CAM network ({epochs} epochs, {arch}), CAMs of {n_lab} training images, their dense-CRF and "
+          f"IRN pseudo masks, a DeepLabV3+ trained {seg_epochs} epochs on the IRN masks and its masks of the "
+          f"validation images; then the same DeepLabV3+ on the ground-truth masks (the upper bound).\n"
+          f"{DEMO_EXPECT}", flush=True)
     seed_everything(seed)
     t0 = time.time()
     root = make_fmnist_wsss(out/'fmnist_wsss', n_train=n_train, n_val=n_val, size=size, seed=seed)
     print(f'data: {root} ({n_train} train / {n_val} val images, {time.time() - t0:.0f}s)')
-    runs = {}
-    # IRN's walk: 2**4 steps on these 40×40 grids; background 0.5, the 1 − max rule
-    for method in ('cam', 'pot'):
-        runs[method] = run_pipeline(root, out/method, method, (cfg or POTConfig()).replace(method=method),
-                                    arch, size,
-                                    bs, n_eval, scales, n_val=n_val, seed=seed, device=device,
-                                    train_kw=dict(epochs=epochs, lr=lr, n_valid=64),
-                                    irn_kw=dict(epochs=irn_epochs),
-                                    walk_kw=dict(exp_times=4, bg_thres=0.5),
-                                    seg_kw=dict(epochs=seg_epochs, lr=5e-3),
-                                    log=lambda s, m=method: print(f'{m} {s}', flush=True))
+    changes = {k: v for k, v in (cfg or POTConfig()).as_dict().items() if k != 'method'}
+    runs = run_methods(root, out, ('cam', 'pot'), True, changes,
+                       arch=arch, size=size, bs=bs, n_images=n_eval, scales=scales, n_val=n_val, seed=seed,
+                       device=device,
+                       train_kw=dict(epochs=epochs, lr=lr, n_valid=64),
+                       irn_kw=dict(epochs=irn_epochs),
+                       seg_kw=dict(epochs=seg_epochs),
+                       log=lambda s: print(s, flush=True))
     res = dict(runs=runs, n_train=n_train, n_val=n_val, epochs=epochs, size=size, n_eval=n_eval, arch=arch,
                total_s=time.time() - t0)
     cams = {('cam', 'cls'): runs['cam']['cams']['cams'], ('pot', 'proto'): runs['pot']['cams']['cams']}
-    plt.close(demo_figure(root, cams,
-                          out/'overlays.png', pseudo_dir=runs['pot']['irn']['masks'], n=min(5, n_eval)))
+    plt.close(demo_figure(root, cams, out/'overlays.png', pseudo_dir=runs['pot']['irn']['masks'],
+                          n=min(5, n_lab)))
     fig = irn_figure(load_irn_model(out/'pot'/'irn'/'models'/'irn.ckpt'), runs['pot']['cams']['cams'], root,
-                     'train',
-                     n=min(4, n_eval), exp_times=4, bg_thres=0.5)
+                     'train', n=min(4, n_lab))
     fig.savefig(out/'irn.png', dpi=100); plt.close(fig)
     fig = seg_figure({f'{m} → segmentation': r['predict']['masks'] for m, r in runs.items()}, root, 'val',
                      n=min(4, n_val))
@@ -234,9 +230,10 @@ def demo_figure(root, dirs:dict, fname, pseudo_dir=None, n:int=5, pseudo_title:s
 # %% ../nbs/12_cli.ipynb #891da365
 @command(config=POTConfig)
 def pot_demo(out:str='demo_out', # output folder
-             n_train:int=1000, n_val:int=200, epochs:int=3, bs:int=16, size:int=160,
-             n_eval:int=200, arch:str='lite0',
-             irn_epochs:int=3, seg_epochs:int=6, # IRN's boundary network, the segmentation network
+             n_train:int=400, n_val:int=200, epochs:int=3, bs:int=16, size:int=160,
+             n_eval:int=None, # training images labelled (default: all)
+             arch:str='lite0',
+             irn_epochs:int=3, seg_epochs:int=3, # IRN's boundary network, the segmentation network
              seed:int=0, device:str=None,
              **changes): # `POTConfig` options of the pot row (--n_clusters, --lam, ...)
     """The main job on the built-in Fashion-MNIST WSSS data: the whole pipeline for cam and pot, a table of

@@ -109,3 +109,11 @@ def _proto_kw(self)->dict:
     "The keywords of `prototype_cams` this configuration sets (`kmeans_seed` is its `seed`)."
     return {arg: getattr(self, k) for k, arg in PROTO_OPTIONS.items()}
 POTConfig.proto_kw = _proto_kw
+
+# %% ../nbs/05a_config.ipynb #b1101c99
+@property
+def _training_options(self)->dict:
+    "The options that change training: none but the loss when no consistency loss is on, else all of them."
+    if self.method == 'cam' or self.lam == 0: return dict(loss='classification only')
+    return self.as_dict()
+POTConfig.training_options = _training_options

@@ -22,24 +22,24 @@ from .formats import load_mask
 from .data import normalize, MaskCropDataset, train_valid_dls
 from .model import make_backbone
 from .evaluate import load_cam, as_dataset, split_names
-from .crf import make_pseudo_labels, save_mask_png, label_todo
+from .crf import make_pseudo_labels, save_mask_png, label_todo, crf_inference
 from .train import (unwrap_model, ResumeCheckpoint, NonFiniteGuard, LineLog, read_checkpoint,
                           fit_resumable,
                           training_device)
 
 # %% auto #0
-__all__ = ['make_ir_labels', 'walk_directions', 'segment_pixels', 'shifted', 'pair_affinity', 'pair_labels', 'affinity_loss',
-           'BoundaryNet', 'irn_dls', 'AffinityLoss', 'fit_irn', 'load_irn_model', 'dense_random_walk', 'walk_weights',
-           'neighbour_index', 'transition_matrix', 'random_walk', 'boundary_map', 'walk_cams', 'irn_mask',
-           'make_irn_labels', 'irn_figure']
+__all__ = ['IRN_CELLS', 'make_ir_labels', 'walk_directions', 'segment_pixels', 'shifted', 'pair_affinity', 'pair_labels',
+           'affinity_loss', 'BoundaryNet', 'irn_dls', 'AffinityLoss', 'fit_irn', 'load_irn_model', 'dense_random_walk',
+           'walk_weights', 'neighbour_index', 'transition_matrix', 'random_walk', 'boundary_map', 'walk_steps',
+           'walk_cams', 'irn_mask', 'walk_bg', 'make_irn_labels', 'irn_figure']
 
 # %% ../nbs/11a_irn.ipynb #c1244a1d
 def make_ir_labels(cam_dir:str|Path, # folder of `{name}.npy` CAM files
                    source, # dataset (with .names/.read_image) or a dataset folder
                    split:str='train', # split, when `source` is a folder
                    out_dir:str|Path|None=None, # where the PNGs go (default: `{cam_dir}_ir` beside cam_dir)
-                   conf_fg:float=0.30, # a class's map above this: confident foreground
-                   conf_bg:float=0.05, # every map below this: confident background
+                   conf_fg:float=0.5, # a class's map above this: confident foreground (IRN: 0.30)
+                   conf_bg:float=0.1, # every map below this: confident background (IRN: 0.05)
                    **kw # of `make_pseudo_labels`: crf, n_jobs, n_images, names, shard, gt_prob, ...
                   )->Path: # out_dir
     """IRN's confident labels: CRF-refined foreground above `conf_fg`, background below `conf_bg`, 255
@@ -177,7 +177,7 @@ def fit_irn(cam_dir:str|Path, # CAM folder of the training images (`make_cams`)
             source, # dataset folder or `SegDataset`
             split:str='train', # the split the CAMs belong to
             ir_dir:str|Path|None=None, # where the confident labels go (default: `{cam_dir}_ir`)
-            conf_fg:float=0.30, conf_bg:float=0.05, # IRN's thresholds
+            conf_fg:float=0.5, conf_bg:float=0.1, # `make_ir_labels` (IRN: 0.30, 0.05)
             arch:str='lite0', pretrained:bool=True, weights:str|Path|None=None, # the backbone
             epochs:int=3, bs:int=16, size:int=256, # IRN: 3 epochs of batch 32 at 512 px
             lr:float=0.1, wd:float=1e-4, opt:str='sgd', # IRN's: SGD, lr 0.1, poly decay
@@ -304,29 +304,50 @@ def boundary_map(model:BoundaryNet, # in eval mode
     return torch.sigmoid((e[0, 0] + e[1, 0].flip(-1)) / 2)
 
 # %% ../nbs/11a_irn.ipynb #80366431
+IRN_CELLS = 125 * 94   # cells of a 500×375 VOC image at stride 4, for which IRN set its 2⁸ steps
+
+def walk_steps(h:int, w:int, # the stride-4 grid
+               exp_times:int|None=None # IRN's count, `2**exp_times`; None: IRN's 256 steps scaled to the grid
+              )->int:
+    "How many steps the walk takes on an `h × w` grid."
+    if exp_times is not None: return 2 ** int(exp_times)
+    return max(1, round(256 * h * w / IRN_CELLS))
+
+# %% ../nbs/11a_irn.ipynb #b34583ac
 def walk_cams(high_res:np.ndarray|torch.Tensor, # (K, H, W) CAMs in [0, 1] at image size
               boundary:torch.Tensor, # (⌈H/4⌉, ⌈W/4⌉) boundary probabilities
-              beta:float=10, exp_times:int=8, radius:int=5 # IRN's defaults
-             )->torch.Tensor: # (K, H, W), scaled so that the largest value is 1
-    "IRN's walk of one image's CAMs over its boundary map, back at image size."
+              beta:float=10, exp_times:int|None=None, radius:int=5, # β, steps (`walk_steps`), neighbourhood
+              bg:str|float='walk' # 'walk': walk `1 − max` as the background; a number: IRN's constant (0.25)
+             )->torch.Tensor: # (K+1, H, W) scores, background first, the largest 1
+    "The walk of one image's CAMs over its boundary map, back at image size, with the background's scores."
     cams = torch.as_tensor(np.asarray(high_res), dtype=torch.float32, device=boundary.device)
     H, W = cams.shape[-2:]
-    if len(cams) == 0: return cams
+    if len(cams) == 0: return torch.ones(1, H, W, device=boundary.device)
     small = F.interpolate(cams[None], boundary.shape, mode='bilinear', align_corners=False, antialias=True)[0]
     small = small / (small.flatten(1).amax(1)[:, None, None] + 1e-5)
-    rw = random_walk(small * (1 - boundary), boundary, radius, beta, 2 ** exp_times)
+    if bg == 'walk': small = torch.cat([1 - small.amax(0, keepdim=True), small])
+    elif not isinstance(bg, (int, float)): raise ValueError(f"bg must be 'walk' or a number, got {bg!r}")
+    steps = walk_steps(*boundary.shape, exp_times)
+    rw = random_walk(small * (1 - boundary), boundary, radius, beta, steps)
     up = F.interpolate(rw[None], scale_factor=4, mode='bilinear', align_corners=False)[0, :, :H, :W]
-    return up / (up.max() + 1e-12)
+    up = up / (up.max() + 1e-12)
+    return up if bg == 'walk' else torch.cat([torch.full_like(up[:1], float(bg)), up])
 
-def irn_mask(walked:torch.Tensor, # (K, H, W) from `walk_cams`
+def irn_mask(scores:torch.Tensor, # (K+1, H, W) from `walk_cams`, background first
              keys:np.ndarray, # (K,) 0-based foreground class indices
-             bg_thres:float=0.25 # background score (IRN: 0.25)
+             img:np.ndarray|None=None # (H, W, 3) uint8: refine with the dense CRF (None: the plain argmax)
             )->np.ndarray: # (H, W) uint8 class values, 0 = background
-    "The pseudo mask: argmax over a constant background score and the walked maps."
+    "The pseudo mask: the argmax over the background and the walked maps, optionally after the dense CRF."
     lut = np.concatenate([[0], np.asarray(keys, np.int64).reshape(-1) + 1]).astype(np.uint8)
-    H, W = walked.shape[-2:]
-    scores = torch.cat([torch.full((1, H, W), float(bg_thres), device=walked.device), walked])
-    return lut[scores.argmax(0).cpu().numpy()]
+    if img is None or len(scores) == 1: return lut[scores.argmax(0).cpu().numpy()]
+    p = scores / scores.sum(0, keepdim=True).clamp(min=1e-6)
+    return lut[crf_inference(img, p.cpu().numpy()).argmax(0)]
+
+def walk_bg(bg:str|float)->str|float:
+    "The walk's background given as text (a command-line flag): 'walk', or a number, IRN's constant score."
+    if bg == 'walk' or isinstance(bg, (int, float)): return bg
+    try: return float(bg)
+    except ValueError: raise ValueError(f"the walk's background must be 'walk' or a number, got {bg!r}") from None
 
 # %% ../nbs/11a_irn.ipynb #2bca6e3f
 def _check_cam(d:dict, path:Path, img:np.ndarray):
@@ -339,8 +360,9 @@ def make_irn_labels(learn_or_model, # `fit_irn`'s Learner or a `BoundaryNet`
                     source, # dataset folder or `SegDataset`
                     split:str='train', # the split the CAMs belong to
                     out_dir:str|Path|None=None, # where the PNGs go (default: `{cam_dir}_irn` beside cam_dir)
-                    beta:float=10, exp_times:int=8, radius:int=5, # IRN's walk
-                    bg_thres:float=0.25, # IRN's background score
+                    beta:float=10, exp_times:int|None=None, radius:int=5, # the walk (see `walk_cams`)
+                    bg:str|float='walk', # 'walk': walk `1 − max` as the background; a number: IRN's (0.25)
+                    crf:bool=True, # refine the walked scores with the dense CRF (IRN: no)
                     shard=None, # 'i/n': this process's share of the images
                     n_images:int|None=None, names:list[str]|None=None, # a part of the split
                     overwrite:bool=False, # replace PNGs made with other settings
@@ -351,21 +373,20 @@ def make_irn_labels(learn_or_model, # `fit_irn`'s Learner or a `BoundaryNet`
     cam_dir = Path(cam_dir)
     out_dir = Path(out_dir) if out_dir is not None else cam_dir.with_name(cam_dir.name + '_irn')
     ds = as_dataset(source, split)
-    kw = dict(model=module_fingerprint(model), beta=beta, exp_times=exp_times, radius=radius,
-              bg_thres=bg_thres)
+    kw = dict(model=module_fingerprint(model), beta=beta, exp_times=exp_times, radius=radius, bg=bg, crf=crf)
     todo = label_todo(cam_dir, ds, out_dir, kw, names, n_images, shard, overwrite)
     with evaluating(model, device):
         for nm, note in progress_items(todo, progress):
             d, img = load_cam(cam_dir/f'{nm}.npy'), np.asarray(ds.read_image(nm))
             _check_cam(d, cam_dir/f'{nm}.npy', img)
-            walked = walk_cams(d['high_res'], boundary_map(model, img), beta, exp_times, radius)
-            save_mask_png(out_dir/f'{nm}.png', irn_mask(walked, d['keys'], bg_thres), note)
+            walked = walk_cams(d['high_res'], boundary_map(model, img), beta, exp_times, radius, bg)
+            save_mask_png(out_dir/f'{nm}.png', irn_mask(walked, d['keys'], img if crf else None), note)
     return out_dir
 
 # %% ../nbs/11a_irn.ipynb #dc77cdae
 def irn_figure(model:BoundaryNet, cam_dir:str|Path, source, split:str='train', names:list[str]|None=None,
                n:int=4,
-               beta:float=10, exp_times:int=8, radius:int=5, bg_thres:float=0.25):
+               beta:float=10, exp_times:int|None=None, radius:int=5, bg:str|float='walk', crf:bool=True):
     """Rows of image, CAM, boundary map, walked CAM, pseudo mask and ground truth (the first class of each
     image)."""
     from pot_nb.core import colorize_mask
@@ -376,11 +397,11 @@ def irn_figure(model:BoundaryNet, cam_dir:str|Path, source, split:str='train', n
         d, img = load_cam(Path(cam_dir)/f'{nm}.npy'), ds.read_image(nm)
         if not len(d['keys']): continue
         b = boundary_map(model, img)
-        walked = walk_cams(d['high_res'], b, beta, exp_times, radius)
+        walked = walk_cams(d['high_res'], b, beta, exp_times, radius, bg)
         gt = ds.read_mask(nm) if hasattr(ds, 'read_mask') else None
         b_img = F.interpolate(b[None, None], img.shape[:2], mode='nearest')[0, 0].cpu().numpy()
-        row = [img, d['high_res'][0], b_img, walked[0].cpu().numpy(),
-               colorize_mask(irn_mask(walked, d['keys'], bg_thres))]
+        mask = irn_mask(walked, d['keys'], img if crf else None)
+        row = [img, d['high_res'][0], b_img, walked[1].cpu().numpy(), colorize_mask(mask)]
         rows.append(row + [colorize_mask(gt)] if gt is not None else row)
         cls = ds.classes[d['keys'][0]] if hasattr(ds, 'classes') else str(d['keys'][0])
         titles.append([nm, f'CAM: {cls}', 'boundary', f'walked: {cls}', 'IRN mask',

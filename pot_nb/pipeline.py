@@ -4,21 +4,24 @@
 
 # %% ../nbs/11c_pipeline.ipynb #d3a918cb
 from __future__ import annotations
-import json, shutil, time
+import json, os, shutil, time
 from pathlib import Path
 from .core import command
+from fastcore.script import store_true
 from .files import write_json, fingerprint
-from .config import POTConfig
+from .config import POTConfig, either
 from .data import load_dataset
 from .train import fit_pot, load_pot_model
 from .cams import make_cams
 from .evaluate import evaluate_cams, evaluate_masks
 from .crf import make_pseudo_labels
-from .irn import fit_irn, make_irn_labels
+from .irn import fit_irn, make_irn_labels, walk_bg
 from .seg import fit_seg, load_seg_model, predict_masks
 
+N_JOBS = min(4, os.cpu_count() or 1)   # dense-CRF processes
+
 # %% auto #0
-__all__ = ['run_stage', 'run_pipeline', 'pipeline_table', 'pot_run']
+__all__ = ['N_JOBS', 'PSEUDO', 'UPPER', 'run_stage', 'run_pipeline', 'run_methods', 'pipeline_table', 'pot_run']
 
 # %% ../nbs/11c_pipeline.ipynb #9da4d26a
 def run_stage(folder:str|Path, # the stage's folder
@@ -51,7 +54,43 @@ def run_stage(folder:str|Path, # the stage's folder
     log(f"{folder.name}: {scores + ' ' if scores else ''}({result['seconds']:.0f}s)")
     return result
 
+# %% ../nbs/11c_pipeline.ipynb #00bb8f4d
+def _mask_folder(ds)->Path:
+    "The folder of a dataset's ground-truth masks, `{name}.png` (COCO keeps them in a folder per split)."
+    first = next((ds.mask_path(n) for n in ds.names if ds.mask_path(n) is not None), None)
+    if first is None: raise FileNotFoundError(f'{ds.mask_dir}: no ground-truth masks for the upper bound')
+    return Path(first).parent
+
+def _same_backbone(arch:str, seg_kw:dict)->bool:
+    "Whether the segmentation network's encoder is the CAM network's backbone (so it can start from it)."
+    return seg_kw.get('arch', 'deeplabv3plus') == 'deeplabv3plus' and seg_kw.get('encoder', 'lite0') == arch
+
+def _pseudo_stages(res, out, root, cfg, scales, n_images, split, common, irn_kw, walk_kw, device, log):
+    "The CAM, CRF and IRN stages of `run_pipeline`, added to `res`."
+    def cams(d, resume):
+        model = load_pot_model(res['train']['ckpt'], device=device)
+        model.pot_config = {**model.pot_config, **cfg.as_dict()}      # read with this method's options
+        cd = make_cams(model, root, split, out_dir=d/'cams', scales=scales, n_images=n_images, progress=False)
+        r = evaluate_cams(cd, root, split, n_images=n_images)
+        return dict(cams=str(cd), miou=r['miou'], best_miou=r['best_miou'], best_threshold=r['best_threshold'])
+    cam_settings = dict(after=res['train']['key'], cfg=cfg.as_dict(), scales=list(scales), n_images=n_images)
+    res['cams'] = run_stage(out/'cams', cam_settings, cams, log)
+    cam_dir = res['cams']['cams']
+    def crf(d, resume):
+        pl = make_pseudo_labels(cam_dir, root, split, out_dir=d/'masks', n_images=n_images, n_jobs=N_JOBS)
+        return dict(masks=str(pl), miou=evaluate_masks(pl, root, split, n_images=n_images)['miou'])
+    res['crf'] = run_stage(out/'crf', dict(after=res['cams']['key']), crf, log)
+    def irn(d, resume):
+        learn = fit_irn(cam_dir, root, split, ir_dir=d/'ir_labels', n_images=n_images, path=d, resume=resume,
+                        device=device, **{'n_jobs': N_JOBS, **common, **irn_kw})
+        pl = make_irn_labels(learn, cam_dir, root, split, out_dir=d/'masks', n_images=n_images, progress=False,
+                             **walk_kw)
+        return dict(masks=str(pl), miou=evaluate_masks(pl, root, split, n_images=n_images)['miou'])
+    res['irn'] = run_stage(out/'irn', dict(after=res['cams']['key'], **common, **irn_kw, walk=walk_kw), irn, log)
+
 # %% ../nbs/11c_pipeline.ipynb #53195c75
+PSEUDO = ('irn', 'crf', 'gt')
+
 def run_pipeline(source, # dataset folder (VOC layout, VOC, COCO, or 'fmnist'/'parts'/'toy' once made)
                  out:str|Path, # the run's folder: one sub-folder per stage
                  method:str='pot', # 'pot', 'sipe' or 'cam' (the preset of `POTConfig`)
@@ -59,79 +98,84 @@ def run_pipeline(source, # dataset folder (VOC layout, VOC, COCO, or 'fmnist'/'p
                  arch:str='lite0', size:int=256, bs:int=16, # backbone, crop side, batch (all stages)
                  n_images:int|None=None, # label only the first n training images
                  scales=(1.0, 0.5, 1.5, 2.0), # CAM scales (with flips)
-                 pseudo:str='irn', # which pseudo masks the segmentation network learns from: 'irn' or 'crf'
+                 pseudo:str='irn', # what the segmentation network learns from: 'irn', 'crf' or 'gt' (upper bound)
                  train_split:str='train', val_split:str='val', n_val:int|None=None, # splits; images scored
                  seed:int=0, device=None,
                  train_kw:dict|None=None, # more `fit_pot` options (epochs, lr, ...)
                  irn_kw:dict|None=None, # more `fit_irn` options (epochs, ...)
-                 walk_kw:dict|None=None, # `make_irn_labels` options (exp_times, bg_thres, ...)
-                 seg_kw:dict|None=None, # more `fit_seg` options (epochs, arch, encoder, ...)
+                 walk_kw:dict|None=None, # `make_irn_labels` options (exp_times, bg, ...)
+                 seg_kw:dict|None=None, # more `fit_seg` options (epochs, arch, encoder, init, ...)
+                 networks:dict|None=None, # CAM networks shared by runs: {training settings key: checkpoint}
                  log=print)->dict: # stage name → its results (folder `dir`, `miou` where scored, `seconds`)
     """Train POT, make CAMs, IRN (and CRF) pseudo masks, a segmentation network and its validation masks;
     score each."""
-    if pseudo not in ('irn', 'crf'): raise ValueError(f"pseudo must be 'irn' or 'crf', got {pseudo!r}")
+    if pseudo not in PSEUDO: raise ValueError(f"pseudo must be {either(PSEUDO)}, got {pseudo!r}")
     out = Path(out)
-    root = load_dataset(source, train_split).root if isinstance(source, (str, Path)) else source.root
+    train_ds = load_dataset(source, train_split) if isinstance(source, (str, Path)) else source
+    root = train_ds.root
     cfg = (cfg or POTConfig.preset(method)).replace(method=method)
     common = dict(arch=arch, size=size, bs=bs, seed=seed)
     train_kw, irn_kw, walk_kw, seg_kw = (dict(kw or {}) for kw in (train_kw, irn_kw, walk_kw, seg_kw))
     res = {}
-    train_settings = dict(data=str(root), split=train_split, cfg=cfg.as_dict(), **common, **train_kw)
-    res['train'] = run_stage(out/'train', train_settings,
-        lambda d, resume: dict(ckpt=str(fit_pot(root, cfg, path=d, resume=resume, device=device,
-                                                train_split=train_split,
-                                                valid_split=val_split, **common,
-                                                **train_kw).path/'models'/'pot.ckpt')), log)
-    def cams(d, resume):
-        cd = make_cams(load_pot_model(res['train']['ckpt'], device=device), root, train_split,
-                       out_dir=d/'cams',
-                       scales=scales, n_images=n_images, progress=False)
-        r = evaluate_cams(cd, root, train_split, n_images=n_images)
-        return dict(cams=str(cd), miou=r['miou'], best_miou=r['best_miou'],
-                    best_threshold=r['best_threshold'])
-    cam_settings = dict(after=res['train']['key'], scales=list(scales), n_images=n_images)
-    res['cams'] = run_stage(out/'cams', cam_settings, cams, log)
-    cam_dir = res['cams']['cams']
-    def crf(d, resume):
-        pl = make_pseudo_labels(cam_dir, root, train_split, out_dir=d/'masks', n_images=n_images)
-        return dict(masks=str(pl), miou=evaluate_masks(pl, root, train_split, n_images=n_images)['miou'])
-    res['crf'] = run_stage(out/'crf', dict(after=res['cams']['key']), crf, log)
-    def irn(d, resume):
-        learn = fit_irn(cam_dir, root, train_split, ir_dir=d/'ir_labels', n_images=n_images, path=d,
-                        resume=resume,
-                        device=device, **common, **irn_kw)
-        pl = make_irn_labels(learn, cam_dir, root, train_split, out_dir=d/'masks', n_images=n_images,
-                             progress=False, **walk_kw)
-        return dict(masks=str(pl), miou=evaluate_masks(pl, root, train_split, n_images=n_images)['miou'])
-    res['irn'] = run_stage(out/'irn', dict(after=res['cams']['key'], **common, **irn_kw, walk=walk_kw), irn,
-                           log)
-    labels = res[pseudo]['masks']
+    train_settings = dict(data=str(root), split=train_split, training=cfg.training_options, **common, **train_kw)
+    key = fingerprint(train_settings)
+    def train(d, resume):
+        if networks is not None and Path(networks.get(key, '')).is_file():
+            log(f'train: {networks[key]} reused (a network trained with the same settings)')
+            return dict(ckpt=networks[key])
+        return dict(ckpt=str(fit_pot(root, cfg, path=d, resume=resume, device=device, train_split=train_split,
+                                     valid_split=val_split, **common, **train_kw).path/'models'/'pot.ckpt'))
+    res['train'] = run_stage(out/'train', train_settings, train, log)
+    if networks is not None: networks.setdefault(key, res['train']['ckpt'])
+    if pseudo == 'gt': labels, after = _mask_folder(train_ds), dict(after=key, labels='ground truth')
+    else:
+        _pseudo_stages(res, out, root, cfg, scales, n_images, train_split, common, irn_kw, walk_kw, device, log)
+        labels, after = res[pseudo]['masks'], dict(after=res[pseudo]['key'])
     seg_common = dict(size=size, bs=bs, seed=seed)
+    seg_kw.setdefault('init', res['train']['ckpt'] if _same_backbone(arch, seg_kw) else None)
     def seg(d, resume):
-        learn = fit_seg(root, labels, train_split, n_images=n_images, valid_split=val_split, n_valid=n_val,
-                        path=d,
-                        resume=resume, device=device, **seg_common, **seg_kw)
+        fit_seg(root, labels, train_split, n_images=n_images, valid_split=val_split, n_valid=n_val, path=d,
+                resume=resume, device=device, **seg_common, **seg_kw)
         return dict(ckpt=str(Path(d)/'models'/'seg.ckpt'))
-    res['seg'] = run_stage(out/'seg', dict(after=res[pseudo]['key'], **seg_common, **seg_kw), seg, log)
+    seg_settings = dict(after, **seg_common, **{**seg_kw, 'init': seg_kw['init'] is not None}, n_images=n_images)
+    res['seg'] = run_stage(out/'seg', seg_settings, seg, log)
     def predict(d, resume):
-        pm = predict_masks(load_seg_model(res['seg']['ckpt'], device=device), root, val_split,
-                           out_dir=d/'masks',
+        pm = predict_masks(load_seg_model(res['seg']['ckpt'], device=device), root, val_split, out_dir=d/'masks',
                            n_images=n_val, progress=False)
         return dict(masks=str(pm), miou=evaluate_masks(pm, root, val_split, n_images=n_val)['miou'])
     res['predict'] = run_stage(out/'predict', dict(after=res['seg']['key'], n_val=n_val), predict, log)
     return res
 
+# %% ../nbs/11c_pipeline.ipynb #23bd82ea
+UPPER = 'upper bound'
+
+def run_methods(source, # dataset folder or `SegDataset`
+                out:str|Path, # the runs' folder: OUT/<method>/<stage>
+                methods=('cam', 'pot'), # presets of `POTConfig` ('pot', 'sipe', 'cam')
+                upper:bool=True, # add the upper bound: the segmentation network on the ground-truth masks
+                changes:dict|None=None, # `POTConfig` options that differ from each preset
+                log=print, # gets each stage's line, prefixed with the row's name
+                **kw # of `run_pipeline`: size, bs, scales, pseudo, seed, train_kw, seg_kw, ...
+               )->dict: # row name → the result of `run_pipeline`
+    "`run_pipeline` for each method (and the upper bound), with one CAM network for the rows that train the same."
+    runs, networks = {}, {}
+    for name in list(methods) + ([UPPER] if upper else []):
+        method = 'cam' if name == UPPER else name
+        extra = dict(pseudo='gt') if name == UPPER else {}
+        runs[name] = run_pipeline(source, Path(out)/name.replace(' ', '_'), method,
+                                  POTConfig.preset(method).replace(**(changes or {})), networks=networks,
+                                  log=lambda s, m=name: log(f'{m} {s}'), **{**kw, **extra})
+    return runs
+
 # %% ../nbs/11c_pipeline.ipynb #2b89e2d3
-def pipeline_table(runs:dict # method → the result of `run_pipeline`
+def pipeline_table(runs:dict # row name → the result of `run_pipeline`
                   )->str: # a markdown table
-    "The mIoU of every stage for each method, and the time each took."
+    "The mIoU of every stage for each run (— where a run has no such stage), and the time each took."
     head = ('| method | CAM (train) | CAM, best threshold | CRF masks (train) | IRN masks (train) | '
-            'segmentation (val) | '
-            'time (s) |\n|---|---:|---:|---:|---:|---:|---:|')
-    pct = lambda v: f'{100 * v:.1f}'
-    rows = [f"| {m} | {pct(r['cams']['miou'])} | {pct(r['cams']['best_miou'])} | {pct(r['crf']['miou'])} | "
-            f"{pct(r['irn']['miou'])} | {pct(r['predict']['miou'])} | "
-            f"{sum(s.get('seconds', 0) for s in r.values()):.0f} |"
+            'segmentation (val) | time (s) |\n|---|---:|---:|---:|---:|---:|---:|')
+    def pct(r, stage, key='miou'): return f'{100 * r[stage][key]:.1f}' if key in r.get(stage, {}) else '—'
+    rows = [f"| {m} | {pct(r, 'cams')} | {pct(r, 'cams', 'best_miou')} | {pct(r, 'crf')} | {pct(r, 'irn')} | "
+            f"{pct(r, 'predict')} | {sum(s.get('seconds', 0) for s in r.values()):.0f} |"
             for m, r in runs.items()]
     return '\n'.join([head] + rows)
 
@@ -143,23 +187,24 @@ def pot_run(data:str, # dataset folder (VOC layout, VOC 2012, COCO 2014)
             arch:str='lite0', size:int=256, bs:int=16, epochs:int=5, # the CAM network
             n_images:int=None, # label only the first n training images
             scales:str='1.0,0.5,1.5,2.0', # CAM scales
-            irn_epochs:int=3, exp_times:int=8, bg_thres:float=0.25, # IRN
+            irn_epochs:int=3, # IRN's boundary network
+            exp_times:int=None, # the walk's 2**exp_times steps (default: IRN's 256 scaled to the image's area)
+            bg:str='walk', # the walk's background: 'walk' (1 − max walked too) or IRN's constant score (0.25)
             pseudo:str='irn', # which pseudo masks the segmentation network learns from: irn or crf
             seg_epochs:int=5, seg_arch:str='deeplabv3plus', seg_encoder:str='lite0',
+            upper:store_true=False, # add the upper bound: the segmentation network on the ground-truth masks
             val_split:str='val', n_val:int=None, seed:int=0, device:str=None,
             **changes): # `POTConfig` options
     """The whole chain for each method: POT, CAMs, CRF and IRN pseudo masks, segmentation network, validation
     masks; a table of every stage's mIoU."""
-    runs = {}
-    for m in [m.strip() for m in methods.split(',') if m.strip()]:
-        runs[m] = run_pipeline(data, Path(out)/m, m, POTConfig.preset(m).replace(**changes), arch, size, bs,
-                               n_images,
-                               tuple(float(s) for s in scales.split(',')), pseudo, val_split=val_split,
-                               n_val=n_val,
-                               seed=seed, device=device, train_kw=dict(epochs=epochs),
-                               irn_kw=dict(epochs=irn_epochs),
-                               walk_kw=dict(exp_times=exp_times, bg_thres=bg_thres),
-                               seg_kw=dict(epochs=seg_epochs, arch=seg_arch, encoder=seg_encoder))
+    runs = run_methods(data, out, [m.strip() for m in methods.split(',') if m.strip()], upper, changes,
+                       arch=arch, size=size, bs=bs, n_images=n_images,
+                       scales=tuple(float(s) for s in scales.split(',')), pseudo=pseudo, val_split=val_split,
+                       n_val=n_val, seed=seed, device=device,
+                       train_kw=dict(epochs=epochs),
+                       irn_kw=dict(epochs=irn_epochs),
+                       walk_kw=dict(exp_times=exp_times, bg=walk_bg(bg)),
+                       seg_kw=dict(epochs=seg_epochs, arch=seg_arch, encoder=seg_encoder))
     print(pipeline_table(runs))
     write_json(Path(out)/'results.json', runs)
     return runs

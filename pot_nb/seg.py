@@ -30,8 +30,8 @@ from .train import (unwrap_model, ResumeCheckpoint, NonFiniteGuard, LineLog, rea
                           training_device)
 
 # %% auto #0
-__all__ = ['SegNet', 'seg_loss', 'SegLoss', 'SegmIoU', 'seg_dls', 'fit_seg', 'load_seg_model', 'seg_probs', 'predict_masks',
-           'seg_figure']
+__all__ = ['SegNet', 'seg_loss', 'SegLoss', 'SegmIoU', 'seg_dls', 'encoder_from', 'fit_seg', 'load_seg_model', 'seg_probs',
+           'predict_masks', 'seg_figure']
 
 # %% ../nbs/11b_seg.ipynb #2e68aa15
 class SegNet(nn.Module):
@@ -132,11 +132,28 @@ def seg_dls(label_dir:str|Path, # pseudo masks of the training images, `{name}.p
     dls.classes, dls.n_classes, dls.norm, dls.size = tuple(ds.classes), ds.n_classes, norm, size
     return dls
 
+# %% ../nbs/11b_seg.ipynb #6517663c
+def encoder_from(model:SegNet, # a `deeplabv3plus` `SegNet`
+                 ckpt:str|Path # a `fit_pot` checkpoint whose backbone is the same timm model as the encoder
+                )->SegNet: # `model`, its encoder weights replaced
+    "Copy a trained CAM network's backbone into the segmentation network's encoder."
+    state = read_checkpoint(ckpt, 'pot', 'CAM-network checkpoint of fit_pot')
+    theirs = (state.get('meta') or {}).get('arch')
+    if model.arch != 'deeplabv3plus' or theirs != model.encoder:
+        raise ValueError(f'{ckpt}: its backbone is {theirs!r}, the segmentation network\'s encoder is '
+                         f'{model.encoder!r} ({model.arch}); they must be the same timm model')
+    body = {k[len('backbone.body.'):]: v for k, v in state['model'].items() if k.startswith('backbone.body.')}
+    try: model.net.encoder.model.load_state_dict(body)
+    except RuntimeError as e:
+        raise ValueError(f'{ckpt}: the backbone does not fit the encoder ({str(e)[:300]})') from None
+    return model
+
 # %% ../nbs/11b_seg.ipynb #b395cc47
 def fit_seg(source, # dataset folder or `SegDataset`
             label_dir:str|Path, # pseudo masks of the training images (from `make_irn_labels`, or any PNGs)
             split:str='train', # the split the pseudo masks belong to
             arch:str='deeplabv3plus', encoder:str='lite0', pretrained:bool=True, # the network (`SegNet`)
+            init:str|Path|None=None, # a `fit_pot` checkpoint whose backbone starts the encoder (`encoder_from`)
             epochs:int=5, bs:int=16, size:int=256, # epochs, batch, crop side
             lr:float|None=None, wd:float=1e-4, opt:str='adam', # Adam 1e-3, SGD (momentum 0.9) 0.01 by default
             n_images:int|None=None, # only the first n images of the split
@@ -152,12 +169,13 @@ def fit_seg(source, # dataset folder or `SegDataset`
     seed_everything(seed)
     device, distributed = training_device(device, distributed)
     model = SegNet(ds.n_classes, arch, encoder, pretrained)
+    if init is not None: encoder_from(model, init)
     dls = seg_dls(label_dir, ds, split, names, bs=bs, size=size, valid_split=valid_split, n_valid=n_valid,
                   norm=model.norm, num_workers=num_workers, seed=seed, device=device)
     if lr is None: lr = 0.01 if opt == 'sgd' else 1e-3
     opt_func = (lambda params, lr: SGD(params, lr, mom=0.9, wd=wd)) if opt == 'sgd' else Adam
     meta = dict(kind='seg', arch=arch, encoder=encoder, size=size, classes=list(ds.classes),
-                labels=str(label_dir))
+                labels=str(label_dir), init=None if init is None else str(init))
     learn = Learner(dls, model, loss_func=SegLoss(), opt_func=opt_func, lr=lr, wd=wd, path=path,
                     model_dir=model_dir,
                     splitter=_seg_groups, metrics=[SegmIoU(ds.n_classes)],
@@ -166,7 +184,7 @@ def fit_seg(source, # dataset folder or `SegDataset`
     if not show_progress(): learn.remove_cb(ProgressCallback); learn.add_cb(LineLog())
     if fp16 is None: fp16 = device.type == 'cuda'
     if fp16: learn.to_fp16()
-    return fit_resumable(learn, epochs, np.array([lr / 10, lr]), fname, resume, distributed)
+    return fit_resumable(learn, epochs, lr, fname, resume, distributed)
 
 # %% ../nbs/11b_seg.ipynb #568ccf2b
 def _seg_groups(m:SegNet)->list:
