@@ -149,12 +149,12 @@ DEMO_EXPECT = ("With the default sizes: about 12 minutes on a 2-core CPU (a seco
 # %% ../nbs/12_cli.ipynb #92b8a5b8
 def run_demo(out:str|Path='demo_out', # output folder (data, one pipeline per method, figures, results.json)
              n_train:int=400, n_val:int=200, # Fashion-MNIST WSSS images to build
-             epochs:int=3, bs:int=16, size:int=160, # the CAM network's schedule, shared by both methods
+             epochs:int=5, bs:int=16, size:int=160, # the CAM network's schedule, shared by both methods
              n_eval:int|None=None, # training images labelled (None: all): CAMs, pseudo masks, segmentation
              scales=(1.0, 0.5, 1.5), # CAM scales (with flips)
              cfg:POTConfig|None=None, # the pot row's options (the cam row: the same with method 'cam')
              lr:float|None=None, arch:str='lite0',
-             irn_epochs:int=3, seg_epochs:int=3, # IRN's boundary network, the segmentation network
+             irn_epochs:int=3, seg_epochs:int=5, # IRN's boundary network, the segmentation network
              seed:int=0, device=None)->dict:
     """The main job: the Fashion-MNIST benchmark, `run_pipeline` for `cam`, `pot` and the upper bound; a table
     of every stage, figures."""
@@ -230,10 +230,10 @@ def demo_figure(root, dirs:dict, fname, pseudo_dir=None, n:int=5, pseudo_title:s
 # %% ../nbs/12_cli.ipynb #891da365
 @command(config=POTConfig)
 def pot_demo(out:str='demo_out', # output folder
-             n_train:int=400, n_val:int=200, epochs:int=3, bs:int=16, size:int=160,
+             n_train:int=400, n_val:int=200, epochs:int=5, bs:int=16, size:int=160,
              n_eval:int=None, # training images labelled (default: all)
              arch:str='lite0',
-             irn_epochs:int=3, seg_epochs:int=3, # IRN's boundary network, the segmentation network
+             irn_epochs:int=3, seg_epochs:int=5, # IRN's boundary network, the segmentation network
              seed:int=0, device:str=None,
              **changes): # `POTConfig` options of the pot row (--n_clusters, --lam, ...)
     """The main job on the built-in Fashion-MNIST WSSS data: the whole pipeline for cam and pot, a table of

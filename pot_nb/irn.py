@@ -25,7 +25,7 @@ from .evaluate import load_cam, as_dataset, split_names
 from .crf import make_pseudo_labels, save_mask_png, label_todo, crf_inference
 from .train import (unwrap_model, ResumeCheckpoint, NonFiniteGuard, LineLog, read_checkpoint,
                           fit_resumable,
-                          training_device)
+                          training_device, cpu_channels_last)
 
 # %% auto #0
 __all__ = ['IRN_CELLS', 'make_ir_labels', 'walk_directions', 'segment_pixels', 'shifted', 'pair_affinity', 'pair_labels',
@@ -207,6 +207,7 @@ def fit_irn(cam_dir:str|Path, # CAM folder of the training images (`make_cams`)
                     cbs=[ResumeCheckpoint(fname, meta), NonFiniteGuard(max_nonfinite)] + list(cbs or []))
     learn.irn_config = meta
     if not show_progress(): learn.remove_cb(ProgressCallback); learn.add_cb(LineLog())
+    cpu_channels_last(learn, device)
     return fit_resumable(learn, epochs, lr, fname, resume, distributed)
 
 # %% ../nbs/11a_irn.ipynb #ad126ec7

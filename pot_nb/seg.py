@@ -27,7 +27,7 @@ from .crf import crf_inference, save_mask_png, png_done
 from .cams import parse_shard
 from .train import (unwrap_model, ResumeCheckpoint, NonFiniteGuard, LineLog, read_checkpoint,
                           fit_resumable,
-                          training_device)
+                          training_device, cpu_channels_last)
 
 # %% auto #0
 __all__ = ['SegNet', 'seg_loss', 'SegLoss', 'SegmIoU', 'seg_dls', 'encoder_from', 'fit_seg', 'load_seg_model', 'seg_probs',
@@ -184,6 +184,7 @@ def fit_seg(source, # dataset folder or `SegDataset`
     if not show_progress(): learn.remove_cb(ProgressCallback); learn.add_cb(LineLog())
     if fp16 is None: fp16 = device.type == 'cuda'
     if fp16: learn.to_fp16()
+    cpu_channels_last(learn, device)
     return fit_resumable(learn, epochs, lr, fname, resume, distributed)
 
 # %% ../nbs/11b_seg.ipynb #568ccf2b
