@@ -137,16 +137,21 @@ class NonFiniteGuard(Callback):
 # %% ../nbs/09_train.ipynb #cde51a41
 class LineLog(Callback):
     """One plain line per epoch (losses, metrics, time) instead of fastai's progress bars, for logs written to
-    files."""
+    files; a resumed fit says once where it resumes instead of a line for each epoch it skips."""
     order = 60
     def before_fit(self):
         self.old, self.learn.logger = self.learn.logger, self._line
+        skip = getattr(self.learn, 'skip_to_epoch', None)      # fastai's `SkipToEpoch`: `fit(start_epoch=...)`
+        self.start = skip._skip_to if skip is not None else 0
+        if self.start and _rank() == 0: print(f'resuming at epoch {self.start + 1}/{self.n_epoch}', flush=True)
     def _line(self, log):
         if _rank() != 0: return
         names, vals = list(self.recorder.metric_names), list(log)
+        if int(vals[0]) < self.start: return
         parts = [f'{n} {v:.4f}' if isinstance(v, float) else f'{n} {v}' for n, v in zip(names[1:], vals[1:])]
         print(f'epoch {int(vals[0]) + 1}/{self.n_epoch}: ' + ', '.join(parts), flush=True)
     def after_fit(self): self.learn.logger = self.old
+
 
 # %% ../nbs/09_train.ipynb #d5f0d125
 def cams_for_eval(pred, label, kind:str='cls', bg:float|None=None, proto=None, **proto_kw)->torch.Tensor:
