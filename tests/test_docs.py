@@ -70,3 +70,28 @@ def test_docs_processing_runs_on_every_notebook():
         cells = json.loads((ROOT/'_proc'/name).read_text())['cells']
         docs = [c for c in cells if c['cell_type'] == 'code' and 'show_doc(' in ''.join(c['source'])]
         assert all(c.get('outputs') for c in docs), f'{name}: a show_doc cell has no output'
+
+
+from refresh_show_docs import live_names, render, stale_signatures  # noqa: E402
+
+def test_rendered_signatures_are_current():
+    """Every stored `show_doc` output is what the code renders now (signature, parameter comments, docstring):
+    run `python scripts/refresh_show_docs.py --fix` (or the notebook) after changing a definition."""
+    names = live_names()
+    stale = {str(nb.relative_to(ROOT/'nbs')): s for nb in notebooks(ROOT/'nbs')
+             if (s := stale_signatures(json.loads(nb.read_text()), names))}
+    assert not stale, f'stale rendered API docs: {stale}'
+
+def test_stale_signature_check_can_fail():
+    "A stored rendering of `pipeline_table` with a parameter it does not have is caught and fixed; the live one passes."
+    from pot_nb.pipeline import pipeline_table
+    live = render(pipeline_table)
+    cell = lambda md: dict(cell_type='code', source='show_doc(pipeline_table)',
+                           outputs=[dict(output_type='execute_result', data={'text/markdown': md})])
+    names = {'pipeline_table': pipeline_table}
+    assert stale_signatures(dict(cells=[cell(live['text/markdown'])]), names) == []
+    planted = live['text/markdown'].replace('runs:dict', 'runs:dict, n_clusters:int=3')
+    nb = dict(cells=[cell(planted)])
+    assert planted != live['text/markdown'] and stale_signatures(nb, names, fix=True) == ['show_doc(pipeline_table)']
+    assert stale_signatures(nb, names) == []                                           # fixed in place
+    assert re.search(r'pipeline\.py#L\d+\)', live['text/markdown'])                    # the source link has its line
