@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 from fastcore.script import Param, store_true
 from .core import seed_everything, colorize_mask, command, voc_palette
 from .files import write_json
-from .config import POTConfig
+from .config import POTConfig, method_config
 from .data import load_dataset, make_fmnist_wsss
 from .train import fit_pot, load_pot_model
 from .cams import make_cams
@@ -43,7 +43,7 @@ def pot_train(data:str, # dataset folder (VOC layout, VOC 2012, COCO 2014, or 'f
               no_pretrained:store_true=False, # start from random weights
               **changes): # `POTConfig` options (--method, --n_clusters, --lam, ...; see `pot_train --help`)
     "Train POT (or a baseline, `--method sipe|cam`) with fastai and save a resumable checkpoint."
-    learn = fit_pot(data, POTConfig().replace(**changes), arch=arch, epochs=epochs, bs=bs, size=size, lr=lr,
+    learn = fit_pot(data, method_config(**changes), arch=arch, epochs=epochs, bs=bs, size=size, lr=lr,
                     opt=opt,
                     schedule=schedule, pretrained=not no_pretrained, num_workers=num_workers, n_valid=n_valid,
                     seed=seed, device=device, path=out, fname=fname, resume=resume, train_split=train_split,
@@ -228,7 +228,7 @@ def demo_figure(root, dirs:dict, fname, pseudo_dir=None, n:int=5, pseudo_title:s
     return fig
 
 # %% ../nbs/12_cli.ipynb #891da365
-@command(config=POTConfig)
+@command(config=POTConfig, config_skip=('method',))   # the rows are cam and pot
 def pot_demo(out:str='demo_out', # output folder
              n_train:int=400, n_val:int=200, epochs:int=5, bs:int=16, size:int=160,
              n_eval:int=None, # training images labelled (default: all)
@@ -240,6 +240,6 @@ def pot_demo(out:str='demo_out', # output folder
     every stage, figures."""
     import matplotlib; matplotlib.use('Agg')
     return run_demo(out, n_train=n_train, n_val=n_val, epochs=epochs, bs=bs, size=size, n_eval=n_eval,
-                    cfg=POTConfig().replace(**changes), arch=arch, irn_epochs=irn_epochs,
+                    cfg=method_config(**changes), arch=arch, irn_epochs=irn_epochs,
                     seg_epochs=seg_epochs,
                     seed=seed, device=device)

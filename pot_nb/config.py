@@ -8,7 +8,7 @@ import dataclasses
 from dataclasses import dataclass, fields
 
 # %% auto #0
-__all__ = ['METHODS', 'PRESET_DEFAULTS', 'PROTO_OPTIONS', 'either', 'POTConfig', 'option_names']
+__all__ = ['METHODS', 'PRESET_DEFAULTS', 'PROTO_OPTIONS', 'either', 'POTConfig', 'option_names', 'method_config']
 
 # %% ../nbs/05a_config.ipynb #990548e9
 METHODS = ('pot', 'sipe', 'cam')
@@ -97,6 +97,12 @@ POTConfig.from_dict = _from_dict
 def option_names()->tuple:
     "The names of `POTConfig`'s options, in order."
     return tuple(f.name for f in fields(POTConfig))
+
+# %% ../nbs/05a_config.ipynb #f912b663
+def method_config(method:str|None=None, # a preset: 'pot' (default), 'sipe' or 'cam'
+                  **changes)->POTConfig: # options that differ from the preset
+    "The configuration of `method` with `changes`: the preset first, then the changes."
+    return POTConfig.preset(method or 'pot', **changes)
 
 # %% ../nbs/05a_config.ipynb #d0750780
 _PROTO_NAMES = ('n_clusters', 'scope', 'seeds', 'marginals', 'eps', 'tau', 'use_ot', 'bg_contrast',

@@ -165,13 +165,14 @@ def _flag_type(anno):
 
 def config_flags(parser, # an `argparse.ArgumentParser`
                  config, # a dataclass: one `--field` flag each, with its commented help
-                 default:str|None=None): # an unset flag's meaning, if not the default (e.g. 'as trained')
+                 default:str|None=None, # an unset flag's meaning, if not the default (e.g. 'as trained')
+                 skip=()): # fields that get no flag (a command that sets them itself)
     "Add a flag per field of `config`; an unset flag is `None`, which keeps the configuration's own value."
     import dataclasses, typing
     from fastcore.docments import docments
     docs, types = docments(config), typing.get_type_hints(config)
     group = parser.add_argument_group(f'{config.__name__} options')
-    for f in dataclasses.fields(config):
+    for f in (f for f in dataclasses.fields(config) if f.name not in skip):
         group.add_argument(f'--{f.name}', type=_flag_type(types[f.name]), default=None,
                            help=f"{docs.get(f.name) or ''} (default: "
                                 f"{f.default if default is None else default})".strip())
@@ -180,11 +181,13 @@ def config_flags(parser, # an `argparse.ArgumentParser`
 # %% ../nbs/00_core.ipynb #8e51e2a6
 def command(func=None, # the function; its annotated, commented arguments become flags
             config=None, # a dataclass whose fields become flags too, passed to `func` as keywords when set
-            config_default:str|None=None): # the help's default of those flags, when not the fields' own
+            config_default:str|None=None, # the help's default of those flags, when not the fields' own
+            config_skip=()): # fields of `config` that get no flag
     """Make `func` a console script (flags from its annotated arguments) that exits 0 on success and 1 with
     one line on failure."""
     import functools, inspect
-    if func is None: return functools.partial(command, config=config, config_default=config_default)
+    if func is None: return functools.partial(command, config=config, config_default=config_default,
+                                             config_skip=config_skip)
     sig = inspect.signature(func)
     argv_style = list(sig.parameters) == ['argv']     # parses its own arguments (argparse)
     @functools.wraps(func)
@@ -198,7 +201,7 @@ def command(func=None, # the function; its annotated, commented arguments become
             params = [p for p in sig.parameters.values() if p.kind != p.VAR_KEYWORD]
             shown.__signature__ = sig.replace(parameters=params)
             parser = anno_parser(shown)
-            if config is not None: config_flags(parser, config, config_default)
+            if config is not None: config_flags(parser, config, config_default, config_skip)
             ns = vars(parser.parse_args())
             ns.pop('pdb', None); ns.pop('xtra', None)
             func(**{k: v for k, v in ns.items() if v is not None or k in sig.parameters})

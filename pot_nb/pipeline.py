@@ -9,7 +9,7 @@ from pathlib import Path
 from .core import command
 from fastcore.script import store_true
 from .files import write_json, fingerprint
-from .config import POTConfig, either
+from .config import POTConfig, either, method_config
 from .data import load_dataset
 from .train import fit_pot, load_pot_model
 from .cams import make_cams
@@ -113,7 +113,7 @@ def run_pipeline(source, # dataset folder (VOC layout, VOC, COCO, or 'fmnist'/'p
     out = Path(out)
     train_ds = load_dataset(source, train_split) if isinstance(source, (str, Path)) else source
     root = train_ds.root
-    cfg = (cfg or POTConfig.preset(method)).replace(method=method)
+    cfg = (cfg or method_config(method)).replace(method=method)
     common = dict(arch=arch, size=size, bs=bs, seed=seed)
     train_kw, irn_kw, walk_kw, seg_kw = (dict(kw or {}) for kw in (train_kw, irn_kw, walk_kw, seg_kw))
     res = {}
@@ -158,12 +158,13 @@ def run_methods(source, # dataset folder or `SegDataset`
                 **kw # of `run_pipeline`: size, bs, scales, pseudo, seed, train_kw, seg_kw, ...
                )->dict: # row name → the result of `run_pipeline`
     "`run_pipeline` for each method (and the upper bound), with one CAM network for the rows that train the same."
+    if 'method' in (changes or {}): raise ValueError("run_methods: name the methods with `methods`, not `changes`")
     runs, networks = {}, {}
     for name in list(methods) + ([UPPER] if upper else []):
         method = 'cam' if name == UPPER else name
         extra = dict(pseudo='gt') if name == UPPER else {}
         runs[name] = run_pipeline(source, Path(out)/name.replace(' ', '_'), method,
-                                  POTConfig.preset(method).replace(**(changes or {})), networks=networks,
+                                  method_config(method, **(changes or {})), networks=networks,
                                   log=lambda s, m=name: log(f'{m} {s}'), **{**kw, **extra})
     return runs
 
@@ -180,7 +181,7 @@ def pipeline_table(runs:dict # row name → the result of `run_pipeline`
     return '\n'.join([head] + rows)
 
 # %% ../nbs/11c_pipeline.ipynb #9f66bb59
-@command(config=POTConfig)
+@command(config=POTConfig, config_skip=('method',))   # the methods come from --methods
 def pot_run(data:str, # dataset folder (VOC layout, VOC 2012, COCO 2014)
             out:str='runs/pipeline', # the run's folder: OUT/<method>/<stage>
             methods:str='pot', # comma-separated: pot, sipe, cam

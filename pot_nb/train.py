@@ -26,7 +26,7 @@ from .core import seed_everything, get_device, max_norm, mask_by_labels, add_bac
 from .core import show_progress, distributed_on
 from .data import wsss_dls
 from .model import POTNet, param_groups
-from .config import POTConfig, option_names
+from .config import POTConfig, method_config, option_names
 from .loss import cls_loss, pot_loss, prototype_step
 from .prototypes import prototype_cams
 from .evaluate import confusion_matrix, miou_from_confusion
@@ -419,8 +419,10 @@ def fit_pot(source, # a VOC-layout folder (path) or fastai `DataLoaders` from `w
             cbs=None, # extra fastai callbacks
             **kw)->Learner: # `POTConfig` options (n_clusters, lam, ...) change `cfg`; the rest go to `POTNet`
     "Train POT (or the `sipe`/`cam` baselines) with fastai; returns the `Learner`."
-    cfg = POTConfig.preset(cfg) if isinstance(cfg, str) else (cfg or POTConfig())
-    cfg = cfg.replace(**{k: kw.pop(k) for k in list(kw) if k in option_names()})
+    opts = {k: kw.pop(k) for k in list(kw) if k in option_names()}
+    # a preset's name, or none: `method_config` (so `method='sipe'` trains SIPE's loss weight, as the preset does)
+    if cfg is None or isinstance(cfg, str): cfg = method_config(opts.pop('method', cfg), **opts)
+    else: cfg = cfg.replace(**opts)
     seed_everything(seed, deterministic=deterministic)
     device, distributed = training_device(device, distributed)
     if isinstance(source, DataLoaders): dls = source

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Find, and with `--fix` rewrite, stored `show_doc` outputs that differ from what the code renders now.
+"""Find stored `show_doc` outputs whose signature differs from what the code renders now; `--fix` rewrites them.
 
     python scripts/refresh_show_docs.py            # list the stale renderings, exit 1 if there are any
     python scripts/refresh_show_docs.py --fix      # rewrite them in place (then run nbdev_clean)
@@ -43,8 +43,15 @@ def render(obj)->dict:
 
 def _unlinked(md:str)->str: return '\n'.join(l for l in md.splitlines() if not l.startswith('[source]')).strip()
 
+def signature(md:str)->str:
+    """What a rendering says of the API: names, annotations, defaults and docstring, without the source link, the
+    parameter comments or the line breaks (a kernel renders a dataclass defined in the notebook without its field
+    comments, the module file with them)."""
+    return re.sub(r',\)', ')', re.sub(r'\s+', '', re.sub(r' # [^\n]*', '', _unlinked(md))))
+
 def stale_signatures(nb:dict, names:dict, fix:bool=False)->list:
-    "The `show_doc` cells of a notebook (JSON) whose stored output differs from the live rendering; rewritten if `fix`."
+    """The `show_doc` cells of a notebook (JSON) whose stored signature differs from the live one; with `fix`, every
+    stored rendering that is not the live one exactly (parameter comments too) is rewritten."""
     stale = []
     for c in nb['cells']:
         src = ''.join(c['source']).strip()
@@ -53,10 +60,10 @@ def stale_signatures(nb:dict, names:dict, fix:bool=False)->list:
         if c['cell_type'] != 'code' or not m or not outs: continue
         obj = names[m.group(1)]
         for attr in filter(None, m.group(2).split('.')): obj = getattr(obj, attr)
-        live = render(obj)
-        if _unlinked(''.join(outs[0]['data']['text/markdown'])) == _unlinked(live['text/markdown']): continue
-        stale.append(src)
-        if fix: outs[0]['data'] = {k: v.splitlines(keepends=True) for k, v in live.items()}
+        live, stored = render(obj), ''.join(outs[0]['data']['text/markdown'])
+        if signature(stored) != signature(live['text/markdown']): stale.append(src)
+        if fix and _unlinked(stored) != _unlinked(live['text/markdown']):
+            outs[0]['data'] = {k: v.splitlines(keepends=True) for k, v in live.items()}
     return stale
 
 if __name__ == '__main__':
