@@ -143,12 +143,12 @@ def pot_irn_labels(ckpt:str, # checkpoint written by pot_irn_train / fit_irn
 
 # %% ../nbs/12_cli.ipynb #39be6776
 # what a run with the default sizes printed on a 2-core CPU (see the pipeline notebook for three seeds)
-DEMO_EXPECT = ("With the default sizes: about 12 minutes on a 2-core CPU (a second run skips every finished "
+DEMO_EXPECT = ("With the default sizes: about 18 minutes on a 2-core CPU (a second run skips every finished "
                "stage).")
 
 # %% ../nbs/12_cli.ipynb #92b8a5b8
 def run_demo(out:str|Path='demo_out', # output folder (data, one pipeline per method, figures, results.json)
-             n_train:int=400, n_val:int=200, # Fashion-MNIST WSSS images to build
+             n_train:int=300, n_val:int=200, # Fashion-MNIST WSSS images to build
              epochs:int=5, bs:int=16, size:int=160, # the CAM network's schedule, shared by both methods
              n_eval:int|None=None, # training images labelled (None: all): CAMs, pseudo masks, segmentation
              scales=(1.0, 0.5, 1.5), # CAM scales (with flips)
@@ -230,7 +230,7 @@ def demo_figure(root, dirs:dict, fname, pseudo_dir=None, n:int=5, pseudo_title:s
 # %% ../nbs/12_cli.ipynb #891da365
 @command(config=POTConfig, config_skip=('method',))   # the rows are cam and pot
 def pot_demo(out:str='demo_out', # output folder
-             n_train:int=400, n_val:int=200, epochs:int=5, bs:int=16, size:int=160,
+             n_train:int=300, n_val:int=200, epochs:int=5, bs:int=16, size:int=160,
              n_eval:int=None, # training images labelled (default: all)
              arch:str='lite0',
              irn_epochs:int=3, seg_epochs:int=5, # IRN's boundary network, the segmentation network
