@@ -99,10 +99,12 @@ def option_names()->tuple:
     return tuple(f.name for f in fields(POTConfig))
 
 # %% ../nbs/05a_config.ipynb #f912b663
-def method_config(method:str|None=None, # a preset: 'pot' (default), 'sipe' or 'cam'
-                  **changes)->POTConfig: # options that differ from the preset
-    "The configuration of `method` with `changes`: the preset first, then the changes."
-    return POTConfig.preset(method or 'pot', **changes)
+def method_config(cfg:POTConfig|str|None=None, # a configuration, or a preset: 'pot' (default), 'sipe', 'cam'
+                  **changes)->POTConfig: # options that differ (`method=` among them names the preset)
+    """An entry point's configuration: a `POTConfig` with `changes`, or the named preset with them (the preset
+    first, then the changes)."""
+    if isinstance(cfg, POTConfig): return cfg.replace(**changes)
+    return POTConfig.preset(changes.pop('method', None) or cfg or 'pot', **changes)
 
 # %% ../nbs/05a_config.ipynb #d0750780
 _PROTO_NAMES = ('n_clusters', 'scope', 'seeds', 'marginals', 'eps', 'tau', 'use_ot', 'bg_contrast',

@@ -27,7 +27,7 @@ def explorer_state(feat:torch.Tensor, # (B, D, h, w) hierarchical features
                   )->dict: # cls_cam, clusters, assign, q (K, h, w), confidence, proto_cam, n_found, ot_iters
     """The maps the explorer draws for one image, one channel and one parameter setting (numpy, on the feature
     grid)."""
-    cfg, C = (cfg.replace(**changes) if cfg else method_config(**changes)), cam.shape[1]
+    cfg, C = method_config(cfg, **changes), cam.shape[1]
     if not 0 <= i < feat.shape[0]:
         raise IndexError(f'image index {i} out of range for {feat.shape[0]} images')
     if not 0 <= channel <= C:
@@ -124,7 +124,7 @@ class CAMExplorer:
         if len(classes) != C:
             raise ValueError(f'CAMExplorer: {len(classes)} class names for {C} CAM channels')
         self.classes, self.names = list(classes), list(names) if names is not None else [str(i) for i in range(B)]
-        self.cfg = cfg.replace(**changes) if cfg else method_config(**changes)
+        self.cfg = method_config(cfg, **changes)
         # the controls
         self.params = {k: getattr(self.cfg, k) for k in ('n_clusters', 'eps', 'tau', 'marginals')}
         self.last_state, self.n_draws = None, 0

@@ -152,7 +152,6 @@ class LineLog(Callback):
         print(f'epoch {int(vals[0]) + 1}/{self.n_epoch}: ' + ', '.join(parts), flush=True)
     def after_fit(self): self.learn.logger = self.old
 
-
 # %% ../nbs/09_train.ipynb #d5f0d125
 def cams_for_eval(pred, label, kind:str='cls', bg:float|None=None, proto=None, **proto_kw)->torch.Tensor:
     """(B, C+1, h, w) normalised CAMs with background from a model's `(score, cam, feat)` output and the
@@ -419,10 +418,7 @@ def fit_pot(source, # a VOC-layout folder (path) or fastai `DataLoaders` from `w
             cbs=None, # extra fastai callbacks
             **kw)->Learner: # `POTConfig` options (n_clusters, lam, ...) change `cfg`; the rest go to `POTNet`
     "Train POT (or the `sipe`/`cam` baselines) with fastai; returns the `Learner`."
-    opts = {k: kw.pop(k) for k in list(kw) if k in option_names()}
-    # a preset's name, or none: `method_config` (so `method='sipe'` trains SIPE's loss weight, as the preset does)
-    if cfg is None or isinstance(cfg, str): cfg = method_config(opts.pop('method', cfg), **opts)
-    else: cfg = cfg.replace(**opts)
+    cfg = method_config(cfg, **{k: kw.pop(k) for k in list(kw) if k in option_names()})
     seed_everything(seed, deterministic=deterministic)
     device, distributed = training_device(device, distributed)
     if isinstance(source, DataLoaders): dls = source
